@@ -1,0 +1,69 @@
+# ChurnOps — `make run` serves the local stack (training a model first if none is registered);
+# `make test` runs the whole suite. Both set up everything they need on a fresh clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PREDICTOR_VENV := .venv-predictor
+DRIFT_VENV := .venv-drift
+PIP := --disable-pip-version-check --quiet
+export CHURNOPS_PREDICTOR_PYTHON ?= $(CURDIR)/$(PREDICTOR_VENV)/bin/python
+export CHURNOPS_DRIFT_PYTHON ?= $(CURDIR)/$(DRIFT_VENV)/bin/python
+
+.PHONY: help
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+# One environment per runtime, as in the cluster each runs in its own image: kserve and MLServer pin
+# incompatible FastAPI releases, and alibi-detect needs numpy<2.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP) --upgrade pip
+	$(VENV)/bin/pip install $(PIP) -e '.[train,transformer,monitoring,authorizer,dev]'
+	touch $@
+
+$(PREDICTOR_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(PREDICTOR_VENV)
+	$(PREDICTOR_VENV)/bin/pip install $(PIP) --upgrade pip
+	$(PREDICTOR_VENV)/bin/pip install $(PIP) '.[predictor]'
+	touch $@
+
+$(DRIFT_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(DRIFT_VENV)
+	$(DRIFT_VENV)/bin/pip install $(PIP) --upgrade pip
+	$(DRIFT_VENV)/bin/pip install $(PIP) -e '.[monitoring,alibi]'
+	touch $@
+
+.PHONY: install
+install: $(VENV)/.installed $(PREDICTOR_VENV)/.installed $(DRIFT_VENV)/.installed  ## create the environments
+
+.PHONY: run
+run: install  ## train if no model is registered, then serve the local stack on 127.0.0.1
+	$(VENV)/bin/churnops serve --train-if-missing
+
+.PHONY: train
+train: $(VENV)/.installed  ## train, evaluate and register a new model version
+	$(VENV)/bin/churnops train
+
+.PHONY: lint
+lint: $(VENV)/.installed  ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy churnops model/churn_model transformer/churn_transformer monitoring/churn_monitoring authorizer/churn_authorizer
+
+.PHONY: system-tools
+system-tools:  ## podman, prometheus, wrk, shellcheck from Debian when missing (needs root)
+	scripts/ensure-system-tools.sh
+
+.PHONY: test
+test: install system-tools lint  ## the whole suite: lint, types, unit, integration, containers
+	$(VENV)/bin/pytest
+
+.PHONY: bench
+bench: install  ## latency/throughput benchmark of the serving path (wrk, 32 connections)
+	$(VENV)/bin/python scripts/bench_serving.py
+
+.PHONY: clean
+clean:  ## remove environments and local state
+	rm -rf $(VENV) $(PREDICTOR_VENV) $(DRIFT_VENV) .churnops .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,140 @@
+"""From a probability and its reason codes to what the business does: prediction, risk level, action.
+
+Shared by the transformer and batch scoring so that both answer the same for the same customer. Written
+vectorised (masks over the whole batch, then one table look-up) because batch scoring runs it on millions
+of rows; the transformer runs the same code on its small batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from churn_model.contract import CustomerBatch, FeatureContract, FloatArray, IntArray
+
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Per customer: prediction at the model threshold, risk level and recommended action."""
+
+    predictions: BoolArray
+    risk_levels: npt.NDArray[np.object_]
+    actions: npt.NDArray[np.object_]
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """An action that applies when `applies` holds for a customer whose top factors include a trigger."""
+
+    action: str
+    triggers: tuple[str, ...]
+    applies: Callable[[DecisionMaker, CustomerBatch], BoolArray]
+
+
+def _value_is(field: str, value: str) -> Callable[[DecisionMaker, CustomerBatch], BoolArray]:
+    def check(maker: DecisionMaker, batch: CustomerBatch) -> BoolArray:
+        return maker.category_equals(batch, field, value)
+
+    return check
+
+
+def _fibre_without_support(maker: DecisionMaker, batch: CustomerBatch) -> BoolArray:
+    return maker.category_equals(batch, "InternetService", "Fiber optic") & maker.category_equals(
+        batch, "TechSupport", "No"
+    )
+
+
+def _always(maker: DecisionMaker, batch: CustomerBatch) -> BoolArray:
+    return np.ones(len(batch), dtype=np.bool_)
+
+
+# Retention playbook, most specific first: the first rule whose trigger is among the customer's top risk
+# factors (with a positive contribution) and whose condition holds gives the action.
+PLAYBOOK: tuple[_Rule, ...] = (
+    _Rule(
+        "offer a one- or two-year contract with a loyalty discount",
+        ("Contract",),
+        _value_is("Contract", "Month-to-month"),
+    ),
+    _Rule(
+        "offer free tech support with the fibre plan",
+        ("InternetService", "TechSupport"),
+        _fibre_without_support,
+    ),
+    _Rule("offer the online security add-on", ("OnlineSecurity",), _value_is("OnlineSecurity", "No")),
+    _Rule(
+        "offer a discount for switching to automatic payment",
+        ("PaymentMethod",),
+        _value_is("PaymentMethod", "Electronic check"),
+    ),
+    _Rule("enrol in the new-customer onboarding programme", ("tenure",), _always),
+    _Rule("review the plan for a cheaper bundle", ("MonthlyCharges", "TotalCharges"), _always),
+)
+FALLBACK_ACTION = "call to review the customer's needs"
+NO_ACTION = "no action: standard engagement"
+URGENCY = {
+    "Medium": "Send offer: {action}",
+    "High": "Call: {action}",
+    "Very High": "Priority call within 48 hours: {action}",
+}
+
+
+class DecisionMaker:
+    """Applies threshold, risk bands and the playbook of one contract."""
+
+    def __init__(self, contract: FeatureContract) -> None:
+        self.threshold = contract.model.threshold
+        self.band_levels = np.array([b.level for b in contract.risk_bands], dtype=object)
+        self.band_uppers = np.array([b.upper for b in contract.risk_bands], dtype=np.float64)
+        self._field_index = {name: i for i, name in enumerate(contract.field_names)}
+        self._category_column = {f.name: i for i, f in enumerate(contract.category_fields)}
+        self._category_codes = {
+            f.name: {v: code for code, v in enumerate(f.values)} for f in contract.category_fields
+        }
+        known = set(contract.field_names)
+        self.rules = tuple(r for r in PLAYBOOK if set(r.triggers) <= known)
+        actions = [r.action for r in self.rules] + [FALLBACK_ACTION]
+        # Table of final texts: row = risk band, column = action (last column: fallback).
+        self._texts = np.empty((len(self.band_levels), len(actions)), dtype=object)
+        for band, level in enumerate(self.band_levels):
+            template = URGENCY.get(str(level))
+            for column, action in enumerate(actions):
+                self._texts[band, column] = template.format(action=action) if template else NO_ACTION
+
+    def category_equals(self, batch: CustomerBatch, field: str, value: str) -> BoolArray:
+        code = self._category_codes[field][value]
+        return np.asarray(batch.categories[:, self._category_column[field]] == code)
+
+    def risk_band(self, probabilities: FloatArray) -> IntArray:
+        """Band index: Low < 0.3 ≤ Medium < 0.5 ≤ High < 0.7 ≤ Very High (with the default bands)."""
+        return np.searchsorted(self.band_uppers, probabilities, side="right").astype(np.int64)
+
+    def decide(
+        self,
+        batch: CustomerBatch,
+        probabilities: FloatArray,
+        contributions: FloatArray,
+        top: IntArray,
+    ) -> Decisions:
+        bands = self.risk_band(probabilities)
+        rows = np.arange(len(batch))
+        raising = contributions[rows[:, None], top] > 0.0
+        chosen = np.full(len(batch), len(self.rules), dtype=np.int64)
+        undecided = np.ones(len(batch), dtype=np.bool_)
+        for index, rule in enumerate(self.rules):
+            triggered = np.zeros(len(batch), dtype=np.bool_)
+            for field in rule.triggers:
+                triggered |= ((top == self._field_index[field]) & raising).any(axis=1)
+            hit = undecided & triggered & rule.applies(self, batch)
+            chosen[hit] = index
+            undecided &= ~hit
+        return Decisions(
+            predictions=probabilities >= self.threshold,
+            risk_levels=self.band_levels[bands],
+            actions=self._texts[bands, chosen],
+        )
