@@ -84,17 +84,18 @@ EffectSpec = Annotated[CategoryEffect | NumberEffect, Field(discriminator="kind"
 
 
 class RiskBand(_Frozen):
-    """Probabilities below `upper` (and at or above the previous band's) get this level."""
+    """Probabilities below `upper` (and at or above the previous band's) get this level; the last band
+    has no upper bound (None)."""
 
     level: str
-    upper: float
+    upper: float | None = None
 
 
 DEFAULT_RISK_BANDS: tuple[RiskBand, ...] = (
     RiskBand(level="Low", upper=0.3),
     RiskBand(level="Medium", upper=0.5),
     RiskBand(level="High", upper=0.7),
-    RiskBand(level="Very High", upper=float("inf")),
+    RiskBand(level="Very High"),
 )
 
 

@@ -53,8 +53,8 @@ def _always(maker: DecisionMaker, batch: CustomerBatch) -> BoolArray:
     return np.ones(len(batch), dtype=np.bool_)
 
 
-# Retention playbook, most specific first: the first rule whose trigger is among the customer's top risk
-# factors (with a positive contribution) and whose condition holds gives the action.
+# Retention playbook. The customer's top risk factors are read in order (largest contribution first); the
+# first factor that raises the risk and has a rule whose condition holds decides the action.
 PLAYBOOK: tuple[_Rule, ...] = (
     _Rule(
         "offer a one- or two-year contract with a loyalty discount",
@@ -72,8 +72,8 @@ PLAYBOOK: tuple[_Rule, ...] = (
         ("PaymentMethod",),
         _value_is("PaymentMethod", "Electronic check"),
     ),
-    _Rule("enrol in the new-customer onboarding programme", ("tenure",), _always),
-    _Rule("review the plan for a cheaper bundle", ("MonthlyCharges", "TotalCharges"), _always),
+    _Rule("enrol in the new-customer onboarding programme", ("tenure", "TotalCharges"), _always),
+    _Rule("review the plan for a cheaper bundle", ("MonthlyCharges",), _always),
 )
 FALLBACK_ACTION = "call to review the customer's needs"
 NO_ACTION = "no action: standard engagement"
@@ -90,7 +90,9 @@ class DecisionMaker:
     def __init__(self, contract: FeatureContract) -> None:
         self.threshold = contract.model.threshold
         self.band_levels = np.array([b.level for b in contract.risk_bands], dtype=object)
-        self.band_uppers = np.array([b.upper for b in contract.risk_bands], dtype=np.float64)
+        self.band_uppers = np.array(
+            [np.inf if b.upper is None else b.upper for b in contract.risk_bands], dtype=np.float64
+        )
         self._field_index = {name: i for i, name in enumerate(contract.field_names)}
         self._category_column = {f.name: i for i, f in enumerate(contract.category_fields)}
         self._category_codes = {
@@ -126,13 +128,16 @@ class DecisionMaker:
         raising = contributions[rows[:, None], top] > 0.0
         chosen = np.full(len(batch), len(self.rules), dtype=np.int64)
         undecided = np.ones(len(batch), dtype=np.bool_)
-        for index, rule in enumerate(self.rules):
-            triggered = np.zeros(len(batch), dtype=np.bool_)
-            for field in rule.triggers:
-                triggered |= ((top == self._field_index[field]) & raising).any(axis=1)
-            hit = undecided & triggered & rule.applies(self, batch)
-            chosen[hit] = index
-            undecided &= ~hit
+        conditions = [rule.applies(self, batch) for rule in self.rules]
+        for rank in range(top.shape[1]):
+            at_rank = top[:, rank]
+            for index, rule in enumerate(self.rules):
+                triggered = np.zeros(len(batch), dtype=np.bool_)
+                for field in rule.triggers:
+                    triggered |= at_rank == self._field_index[field]
+                hit = undecided & raising[:, rank] & triggered & conditions[index]
+                chosen[hit] = index
+                undecided &= ~hit
         return Decisions(
             predictions=probabilities >= self.threshold,
             risk_levels=self.band_levels[bands],

@@ -1,0 +1,237 @@
+"""Commands of the training side: data, train, models, export, promote, rollback, report, score."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+data_app = typer.Typer(help="The Telco Customer Churn data set.", no_args_is_help=True)
+console = Console(stderr=True)
+
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", help="Telco CSV (else CHURNOPS_DATA, ./data/, ../shared/data/)", dir_okay=False),
+]
+
+
+class RichProgress:
+    """Adapts the training pipeline's progress reports to a rich progress bar."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Any = None
+
+    def step(self, description: str, total: int | None = None) -> None:
+        if self.task is not None:
+            task = self.progress.tasks[-1]
+            self.progress.update(self.task, completed=task.total or 1, total=task.total or 1)
+        self.task = self.progress.add_task(description, total=total)
+
+    def advance(self) -> None:
+        self.progress.advance(self.task)
+
+    def finish(self) -> None:
+        if self.task is not None:
+            task = self.progress.tasks[-1]
+            self.progress.update(self.task, completed=task.total or 1, total=task.total or 1)
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=1)
+
+
+@data_app.command("download")
+def data_download(
+    to: Annotated[Path, typer.Option(help="Where to write the CSV")] = Path("data/telco-customer-churn.csv"),
+) -> None:
+    """Fetch the data set from its public source (IBM, Apache-2.0) and check its sha256."""
+    from churn_model.download import ChecksumMismatchError, download_dataset  # noqa: PLC0415
+    from churn_model.settings import get_settings  # noqa: PLC0415
+
+    settings = get_settings()
+    try:
+        path = download_dataset(settings.data_url, settings.data_sha256, to)
+    except ChecksumMismatchError as error:
+        raise _fail(str(error)) from error
+    console.print(f"wrote {path} (sha256 verified)")
+
+
+@data_app.command("validate")
+def data_validate(data: DataOption = None) -> None:
+    """Check a Telco CSV against the feature contract; exit 1 naming column, line and value if not."""
+    from churn_model.contract import telco_contract  # noqa: PLC0415
+    from churn_model.data import CustomerReader, DataNotFoundError, DataValidationError  # noqa: PLC0415
+    from churn_model.data import resolve_data_path  # noqa: PLC0415
+    from churn_model.settings import get_settings  # noqa: PLC0415
+
+    try:
+        path = resolve_data_path(data, get_settings())
+        customers = CustomerReader(telco_contract(), require_target=True).read_all(path)
+    except (DataValidationError, DataNotFoundError) as error:
+        raise _fail(str(error)) from error
+    assert customers.churned is not None
+    console.print(
+        f"{path}: {len(customers.batch)} customers, {int(customers.churned.sum())} churners — valid"
+    )
+
+
+def train_command(
+    data: DataOption = None,
+    objective: Annotated[str, typer.Option(help="Threshold objective: f1 or value")] = "f1",
+    offer_cost: Annotated[float | None, typer.Option(help="Cost of one retention offer")] = None,
+    customer_value: Annotated[float | None, typer.Option(help="Value of keeping a churner")] = None,
+    save_rate: Annotated[float, typer.Option(help="Share of targeted churners an offer keeps")] = 0.5,
+    cv_repeats: Annotated[int, typer.Option(help="Repeats of stratified 5-fold CV (0: skip)")] = 3,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default CHURNOPS_SEED or 42)")] = None,
+    if_missing: Annotated[bool, typer.Option("--if-missing", help="Do nothing if a version exists")] = False,
+) -> None:
+    """Train, evaluate (test split + repeated CV), register in MLflow and export the serving artefact."""
+    from churn_model.data import DataNotFoundError, DataValidationError  # noqa: PLC0415
+    from churn_model.evaluation import RetentionEconomics  # noqa: PLC0415
+    from churn_model.pipeline import train  # noqa: PLC0415
+    from churn_model.registry import Registry  # noqa: PLC0415
+    from churn_model.settings import get_settings  # noqa: PLC0415
+    from churn_model.training import TrainingConfig  # noqa: PLC0415
+
+    settings = get_settings()
+    if if_missing and Registry(settings).has_versions():
+        console.print(f"{settings.model_name} already has registered versions; not training")
+        return
+    economics = None
+    if objective == "value" or offer_cost is not None or customer_value is not None:
+        if offer_cost is None or customer_value is None:
+            raise _fail("the value objective needs both --offer-cost and --customer-value")
+        economics = RetentionEconomics(offer_cost, customer_value, save_rate)
+        objective = "value"
+    elif objective != "f1":
+        raise _fail("--objective must be f1 or value")
+    config = TrainingConfig(
+        seed=settings.seed if seed is None else seed,
+        objective="value" if economics else "f1",
+        economics=economics,
+        cv_repeats=cv_repeats,
+    )
+    try:
+        with _progress() as bar:
+            reporter = RichProgress(bar)
+            result = train(settings, config, data, reporter)
+            reporter.finish()
+    except (DataValidationError, DataNotFoundError) as error:
+        raise _fail(str(error)) from error
+    _print_training_summary(result.metrics)
+    role = "champion" if result.became_champion else "challenger"
+    console.print(
+        f"registered {settings.model_name} version {result.version} as {role}; "
+        f"artefact {result.artefact} ({result.metrics['train_seconds']:.1f} s)"
+    )
+    typer.echo(result.version)
+
+
+def _print_training_summary(metrics: dict[str, Any]) -> None:
+    table = Table(title="churn model quality")
+    table.add_column("metric")
+    table.add_column("test split", justify="right")
+    if "cv" in metrics:
+        table.add_column("repeated CV (mean ± sd)", justify="right")
+    for name in ("roc_auc", "pr_auc", "f1", "precision", "recall", "brier", "log_loss", "calibration_error"):
+        row = [name, f"{metrics['test'][name]:.4f}"]
+        if "cv" in metrics:
+            stats = metrics["cv"]["summary"][name]
+            row.append(f"{stats['mean']:.4f} ± {stats['std']:.4f}")
+        table.add_row(*row)
+    if "cv" in metrics:
+        table.add_row("calibration_error (pooled)", "", f"{metrics['cv']['calibration_error_pooled']:.4f}")
+    table.add_row("threshold", f"{metrics['threshold']['value']:.4f}", "")
+    console.print(table)
+
+
+def models_command() -> None:
+    """List registered versions with aliases and test metrics."""
+    from churn_model.registry import Registry  # noqa: PLC0415
+    from churn_model.settings import get_settings  # noqa: PLC0415
+
+    registry = Registry(get_settings())
+    table = Table(title=registry.name)
+    for column in ("version", "aliases", "test ROC AUC", "test F1", "threshold", "run"):
+        table.add_column(column)
+    for info in registry.versions():
+        table.add_row(
+            info.version,
+            ", ".join(info.aliases),
+            f"{info.metrics.get('test_roc_auc', float('nan')):.4f}",
+            f"{info.metrics.get('test_f1', float('nan')):.4f}",
+            f"{info.metrics.get('test_threshold', float('nan')):.4f}",
+            info.run_id,
+        )
+    Console().print(table)
+
+
+def export_command(
+    version: Annotated[str, typer.Argument(help="Version number or alias (champion, challenger)")],
+    directory: Annotated[Path, typer.Argument(help="Target directory (replaced)", file_okay=False)],
+) -> None:
+    """Reproduce a registered version's serving artefact (what KServe's storageUri points at)."""
+    from churn_model.pipeline import export_version  # noqa: PLC0415
+    from churn_model.registry import Registry, RegistryError  # noqa: PLC0415
+    from churn_model.settings import get_settings  # noqa: PLC0415
+
+    try:
+        path = export_version(Registry(get_settings()), version, directory)
+    except RegistryError as error:
+        raise _fail(str(error)) from error
+    console.print(f"exported to {path}")
+
+
+def promote_command(version: Annotated[str, typer.Argument(help="Version to make champion")]) -> None:
+    """Point the `champion` alias at VERSION (the previous champion is kept for rollback)."""
+    from churn_model.registry import Registry, RegistryError  # noqa: PLC0415
+    from churn_model.settings import get_settings  # noqa: PLC0415
+
+    registry = Registry(get_settings())
+    try:
+        previous = registry.promote(version)
+    except RegistryError as error:
+        raise _fail(str(error)) from error
+    console.print(f"champion: {previous} -> {registry.resolve('champion').version}")
+
+
+def rollback_command() -> None:
+    """Return `champion` to the version it pointed at before the last promotion."""
+    from churn_model.registry import Registry, RegistryError  # noqa: PLC0415
+    from churn_model.settings import get_settings  # noqa: PLC0415
+
+    try:
+        current, target = Registry(get_settings()).rollback()
+    except RegistryError as error:
+        raise _fail(str(error)) from error
+    console.print(f"champion: {current} -> {target}")
+
+
+def register_model_commands(app: typer.Typer) -> None:
+    app.command("train")(train_command)
+    app.command("models")(models_command)
+    app.command("export")(export_command)
+    app.command("promote")(promote_command)
+    app.command("rollback")(rollback_command)
+
+
+def dumps(document: Any) -> str:
+    return json.dumps(document, indent=2)
