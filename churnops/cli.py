@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from churn_authorizer.cli import keys_app
+from churn_authorizer.cli import authorizer_app, keys_app
 from churn_model.cli import data_app, register_model_commands
 from churn_monitoring.cli import monitor_app, register_monitoring_commands
 from churn_transformer.cli import register_serving_commands
@@ -24,6 +24,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(keys_app, name="keys")
+app.add_typer(authorizer_app, name="authorizer")
 register_model_commands(app)
 register_serving_commands(app)
 register_monitoring_commands(app)
