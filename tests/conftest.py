@@ -6,18 +6,20 @@ its own SQLite registry, so tests never touch the developer's `.churnops/`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from churn_model.contract import FeatureContract
 from churn_model.settings import ModelSettings
+
 from tests.support.services import REPO
 
-DATA_CANDIDATES = (REPO / "data" / "telco-customer-churn.csv", REPO.parent / "shared" / "data" / "telco-customer-churn.csv")
+DATA_CANDIDATES = (
+    REPO / "data" / "telco-customer-churn.csv",
+    REPO.parent / "shared" / "data" / "telco-customer-churn.csv",
+)
 
 
 @pytest.fixture(scope="session")
@@ -40,14 +42,14 @@ class TrainedModel:
 
 
 @pytest.fixture(scope="session")
-def trained_model(tmp_path_factory: pytest.TempPathFactory, telco_csv: Path) -> Iterator[TrainedModel]:
+def trained_model(tmp_path_factory: pytest.TempPathFactory, telco_csv: Path) -> TrainedModel:
     from churn_model.pipeline import train
     from churn_model.training import TrainingConfig
 
     home = tmp_path_factory.mktemp("churnops-home")
     settings = ModelSettings(home=home, data=telco_csv)
     result = train(settings, TrainingConfig(cv_repeats=0), telco_csv)
-    yield TrainedModel(
+    return TrainedModel(
         settings=settings,
         version=result.version,
         artefact=result.artefact,

@@ -87,7 +87,7 @@ def write_artefact(
     test_probabilities: FloatArray,
 ) -> Path:
     """Write every file of the serving artefact into `directory` (created; must be empty or new)."""
-    import joblib  # noqa: PLC0415
+    import joblib
 
     directory.mkdir(parents=True, exist_ok=True)
     version = contract.model.version
@@ -166,7 +166,7 @@ def load_reference(directory: Path) -> dict[str, Any]:
 
 
 def load_model(directory: Path) -> Any:
-    import joblib  # noqa: PLC0415
+    import joblib
 
     verify_artefact(directory)
     return joblib.load(directory / MODEL_FILE)

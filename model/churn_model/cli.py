@@ -63,8 +63,8 @@ def data_download(
     to: Annotated[Path, typer.Option(help="Where to write the CSV")] = Path("data/telco-customer-churn.csv"),
 ) -> None:
     """Fetch the data set from its public source (IBM, Apache-2.0) and check its sha256."""
-    from churn_model.download import ChecksumMismatchError, download_dataset  # noqa: PLC0415
-    from churn_model.settings import get_settings  # noqa: PLC0415
+    from churn_model.download import ChecksumMismatchError, download_dataset
+    from churn_model.settings import get_settings
 
     settings = get_settings()
     try:
@@ -77,10 +77,14 @@ def data_download(
 @data_app.command("validate")
 def data_validate(data: DataOption = None) -> None:
     """Check a Telco CSV against the feature contract; exit 1 naming column, line and value if not."""
-    from churn_model.contract import telco_contract  # noqa: PLC0415
-    from churn_model.data import CustomerReader, DataNotFoundError, DataValidationError  # noqa: PLC0415
-    from churn_model.data import resolve_data_path  # noqa: PLC0415
-    from churn_model.settings import get_settings  # noqa: PLC0415
+    from churn_model.contract import telco_contract
+    from churn_model.data import (
+        CustomerReader,
+        DataNotFoundError,
+        DataValidationError,
+        resolve_data_path,
+    )
+    from churn_model.settings import get_settings
 
     try:
         path = resolve_data_path(data, get_settings())
@@ -104,12 +108,12 @@ def train_command(
     if_missing: Annotated[bool, typer.Option("--if-missing", help="Do nothing if a version exists")] = False,
 ) -> None:
     """Train, evaluate (test split + repeated CV), register in MLflow and export the serving artefact."""
-    from churn_model.data import DataNotFoundError, DataValidationError  # noqa: PLC0415
-    from churn_model.evaluation import RetentionEconomics  # noqa: PLC0415
-    from churn_model.pipeline import train  # noqa: PLC0415
-    from churn_model.registry import Registry  # noqa: PLC0415
-    from churn_model.settings import get_settings  # noqa: PLC0415
-    from churn_model.training import TrainingConfig  # noqa: PLC0415
+    from churn_model.data import DataNotFoundError, DataValidationError
+    from churn_model.evaluation import RetentionEconomics
+    from churn_model.pipeline import train
+    from churn_model.registry import Registry
+    from churn_model.settings import get_settings
+    from churn_model.training import TrainingConfig
 
     settings = get_settings()
     if if_missing and Registry(settings).has_versions():
@@ -165,8 +169,8 @@ def _print_training_summary(metrics: dict[str, Any]) -> None:
 
 def models_command() -> None:
     """List registered versions with aliases and test metrics."""
-    from churn_model.registry import Registry  # noqa: PLC0415
-    from churn_model.settings import get_settings  # noqa: PLC0415
+    from churn_model.registry import Registry
+    from churn_model.settings import get_settings
 
     registry = Registry(get_settings())
     table = Table(title=registry.name)
@@ -189,9 +193,9 @@ def export_command(
     directory: Annotated[Path, typer.Argument(help="Target directory (replaced)", file_okay=False)],
 ) -> None:
     """Reproduce a registered version's serving artefact (what KServe's storageUri points at)."""
-    from churn_model.pipeline import export_version  # noqa: PLC0415
-    from churn_model.registry import Registry, RegistryError  # noqa: PLC0415
-    from churn_model.settings import get_settings  # noqa: PLC0415
+    from churn_model.pipeline import export_version
+    from churn_model.registry import Registry, RegistryError
+    from churn_model.settings import get_settings
 
     try:
         path = export_version(Registry(get_settings()), version, directory)
@@ -202,8 +206,8 @@ def export_command(
 
 def promote_command(version: Annotated[str, typer.Argument(help="Version to make champion")]) -> None:
     """Point the `champion` alias at VERSION (the previous champion is kept for rollback)."""
-    from churn_model.registry import Registry, RegistryError  # noqa: PLC0415
-    from churn_model.settings import get_settings  # noqa: PLC0415
+    from churn_model.registry import Registry, RegistryError
+    from churn_model.settings import get_settings
 
     registry = Registry(get_settings())
     try:
@@ -215,8 +219,8 @@ def promote_command(version: Annotated[str, typer.Argument(help="Version to make
 
 def rollback_command() -> None:
     """Return `champion` to the version it pointed at before the last promotion."""
-    from churn_model.registry import Registry, RegistryError  # noqa: PLC0415
-    from churn_model.settings import get_settings  # noqa: PLC0415
+    from churn_model.registry import Registry, RegistryError
+    from churn_model.settings import get_settings
 
     try:
         current, target = Registry(get_settings()).rollback()
@@ -225,12 +229,81 @@ def rollback_command() -> None:
     console.print(f"champion: {current} -> {target}")
 
 
+def _artefact_for(version: str | None) -> Path:
+    """The exported artefact of a registered version (champion by default), exported on first use."""
+    from churn_model.pipeline import export_version
+    from churn_model.registry import Registry
+    from churn_model.settings import get_settings
+
+    settings = get_settings()
+    if version is not None and version.isdigit():
+        # Registered versions are immutable: an already exported, checksum-verified copy is that version.
+        exported = settings.models_dir / version
+        if (exported / "manifest.json").is_file():
+            return exported
+    registry = Registry(settings)
+    info = registry.resolve(version)
+    directory = registry.settings.models_dir / info.version
+    if not (directory / "manifest.json").is_file():
+        export_version(registry, info.version, directory)
+    return directory
+
+
+def _estimate_rows(path: Path, sample_bytes: int = 1 << 16) -> int:
+    """Rows in a CSV estimated from the size of its first lines: a progress total without a full pass."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        sample = handle.read(sample_bytes)
+    lines = max(sample.count(b"\n") - 1, 1)
+    return max(int(size / (len(sample) / (lines + 1))) - 1, 1)
+
+
+def score_command(
+    input_file: Annotated[
+        Path, typer.Option("--input", help="Customers CSV (no Churn needed)", dir_okay=False)
+    ],
+    output: Annotated[Path, typer.Option("--output", help="Scores CSV to write", dir_okay=False)],
+    model_version: Annotated[
+        str | None, typer.Option("--model-version", help="Version or alias (default: champion)")
+    ] = None,
+    artefact: Annotated[
+        Path | None, typer.Option("--artefact", help="Serving artefact directory instead of the registry")
+    ] = None,
+) -> None:
+    """Score a customer file in streamed chunks: id, probability, prediction, risk level, action."""
+    from churn_model.data import DataValidationError
+    from churn_model.registry import RegistryError
+    from churn_model.scoring import BatchScorer
+
+    try:
+        directory = artefact or _artefact_for(model_version)
+        scorer = BatchScorer(directory)
+        estimated_rows = _estimate_rows(input_file)
+        with _progress() as bar:
+            task = bar.add_task(f"scoring {input_file.name}", total=estimated_rows)
+
+            def advance(rows: int) -> None:
+                bar.advance(task, rows)
+
+            summary = scorer.score_file(input_file, output, on_chunk=advance)
+            bar.update(task, total=summary.rows, completed=summary.rows)
+    except (DataValidationError, RegistryError, FileNotFoundError) as error:
+        raise _fail(str(error)) from error
+    console.print(
+        f"scored {summary.rows:,} customers with model version {summary.model_version} in "
+        f"{summary.seconds:.2f} s ({summary.rows_per_second:,.0f} rows/s); predicted churners: "
+        f"{summary.predicted_churners:,}; risk: "
+        + ", ".join(f"{level} {count:,}" for level, count in summary.risk_counts.items())
+    )
+
+
 def register_model_commands(app: typer.Typer) -> None:
     app.command("train")(train_command)
     app.command("models")(models_command)
     app.command("export")(export_command)
     app.command("promote")(promote_command)
     app.command("rollback")(rollback_command)
+    app.command("score")(score_command)
 
 
 def dumps(document: Any) -> str:

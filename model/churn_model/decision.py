@@ -20,11 +20,25 @@ BoolArray = npt.NDArray[np.bool_]
 
 @dataclass(frozen=True)
 class Decisions:
-    """Per customer: prediction at the model threshold, risk level and recommended action."""
+    """Per customer: prediction at the model threshold, risk level and recommended action.
+
+    Levels and actions are kept as indices into small text tables, so that batch scoring can hand them to
+    pyarrow as dictionary arrays instead of building millions of Python strings.
+    """
 
     predictions: BoolArray
-    risk_levels: npt.NDArray[np.object_]
-    actions: npt.NDArray[np.object_]
+    bands: IntArray
+    action_codes: IntArray
+    level_texts: npt.NDArray[np.object_]
+    action_texts: npt.NDArray[np.object_]
+
+    @property
+    def risk_levels(self) -> npt.NDArray[np.object_]:
+        return self.level_texts[self.bands]
+
+    @property
+    def actions(self) -> npt.NDArray[np.object_]:
+        return self.action_texts[self.action_codes]
 
 
 @dataclass(frozen=True)
@@ -101,12 +115,14 @@ class DecisionMaker:
         known = set(contract.field_names)
         self.rules = tuple(r for r in PLAYBOOK if set(r.triggers) <= known)
         actions = [r.action for r in self.rules] + [FALLBACK_ACTION]
-        # Table of final texts: row = risk band, column = action (last column: fallback).
-        self._texts = np.empty((len(self.band_levels), len(actions)), dtype=object)
+        # Final texts, flattened: index = band * len(actions) + action (last action: the fallback).
+        self._actions_per_band = len(actions)
+        self._texts = np.empty(len(self.band_levels) * len(actions), dtype=object)
         for band, level in enumerate(self.band_levels):
             template = URGENCY.get(str(level))
             for column, action in enumerate(actions):
-                self._texts[band, column] = template.format(action=action) if template else NO_ACTION
+                text = template.format(action=action) if template else NO_ACTION
+                self._texts[band * len(actions) + column] = text
 
     def category_equals(self, batch: CustomerBatch, field: str, value: str) -> BoolArray:
         code = self._category_codes[field][value]
@@ -140,6 +156,8 @@ class DecisionMaker:
                 undecided &= ~hit
         return Decisions(
             predictions=probabilities >= self.threshold,
-            risk_levels=self.band_levels[bands],
-            actions=self._texts[bands, chosen],
+            bands=bands,
+            action_codes=bands * self._actions_per_band + chosen,
+            level_texts=self.band_levels,
+            action_texts=self._texts,
         )

@@ -23,7 +23,10 @@ def download_dataset(url: str, sha256: str, destination: Path, timeout: float = 
     digest = hashlib.sha256()
     handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=".download-")
     try:
-        with os.fdopen(handle, "wb") as out, httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as r:
+        with (
+            os.fdopen(handle, "wb") as out,
+            httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as r,
+        ):
             r.raise_for_status()
             for block in r.iter_bytes():
                 digest.update(block)

@@ -128,5 +128,8 @@ def summarise_folds(folds: list[dict[str, float | list[list[int]]]]) -> dict[str
     summary: dict[str, dict[str, float]] = {}
     for name in SCALAR_METRICS:
         values = np.array([float(fold[name]) for fold in folds])  # type: ignore[arg-type]
-        summary[name] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+        summary[name] = {
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        }
     return summary

@@ -78,7 +78,7 @@ def _flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 @contextmanager
 def _mlflow_run(registry: Registry, params: dict[str, Any]) -> Iterator[str]:
-    import mlflow  # noqa: PLC0415
+    import mlflow
 
     experiment_id = registry.ensure_experiment()
     with mlflow.start_run(experiment_id=experiment_id) as run:
@@ -93,7 +93,7 @@ def train(
     progress: Progress | None = None,
 ) -> TrainResult:
     """Train, evaluate, explain, log, register and export one model version."""
-    import time  # noqa: PLC0415
+    import time
 
     started = time.perf_counter()
     report = progress or _Silent()
@@ -117,7 +117,11 @@ def train(
         "validation": classification_metrics(
             churned[development], fitted.validation_probabilities, fitted.threshold
         ),
-        "threshold": {"value": fitted.threshold, "objective": config.objective, "score": fitted.objective_score},
+        "threshold": {
+            "value": fitted.threshold,
+            "objective": config.objective,
+            "score": fitted.objective_score,
+        },
     }
 
     if config.cv_repeats > 0:
@@ -185,10 +189,10 @@ def _log_and_register(
     test_probabilities: np.ndarray,
     started: float,
 ) -> TrainResult:
-    import time  # noqa: PLC0415
+    import time
 
-    import mlflow  # noqa: PLC0415
-    import sklearn  # noqa: PLC0415
+    import mlflow
+    import sklearn
 
     params = {
         **{k: v for k, v in asdict(config).items() if k != "economics"},

@@ -53,7 +53,7 @@ class Registry:
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
-            import mlflow  # noqa: PLC0415  (mlflow takes seconds to import: only when the registry is used)
+            import mlflow
 
             if self.settings.mlflow_uri is None:
                 self.settings.home.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ class Registry:
 
     def versions(self) -> list[VersionInfo]:
         """All registered versions, newest first."""
-        from mlflow.exceptions import MlflowException  # noqa: PLC0415
+        from mlflow.exceptions import MlflowException
 
         try:
             found = self.client.search_model_versions(f"name = '{self.name}'")
@@ -98,7 +98,7 @@ class Registry:
 
     def resolve(self, version_or_alias: str | None = None) -> VersionInfo:
         """A version by number or alias; default: the champion."""
-        from mlflow.exceptions import MlflowException  # noqa: PLC0415
+        from mlflow.exceptions import MlflowException
 
         reference = version_or_alias or CHAMPION
         try:
@@ -123,7 +123,7 @@ class Registry:
 
     def register(self, model_uri: str, run_id: str) -> str:
         """Register a logged model; the first version becomes champion, later ones challenger."""
-        import mlflow  # noqa: PLC0415
+        import mlflow
 
         _ = self.client  # configure tracking and registry URIs first
         registered = mlflow.register_model(model_uri, self.name, tags={"run_id": run_id})
@@ -161,7 +161,7 @@ class Registry:
 
     def download_serving(self, version: VersionInfo, destination: Path) -> Path:
         """Copy the version's serving artefact (what KServe loads) into `destination`, replacing it."""
-        import mlflow  # noqa: PLC0415
+        import mlflow
 
         _ = self.client
         with tempfile.TemporaryDirectory(prefix="churnops-export-") as scratch:

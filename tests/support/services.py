@@ -64,8 +64,17 @@ def ensure_redis(host: str = "127.0.0.1", port: int = 6379) -> str:
             unavailable("redis-server is not installed")
         subprocess.run(
             [
-                "redis-server", "--daemonize", "yes", "--bind", host, "--port", str(port),
-                "--save", "", "--appendonly", "no",
+                "redis-server",
+                "--daemonize",
+                "yes",
+                "--bind",
+                host,
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
             ],
             check=False,
         )
