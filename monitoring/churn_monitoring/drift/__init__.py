@@ -1,0 +1,1 @@
+"""Drift detection: each window of live customers against the reference sample in the model artefact."""

@@ -1,0 +1,219 @@
+"""What `churnops monitor drift` and `churnops monitor drift-scenario` do, behind their typer signatures in
+`churn_monitoring.cli` (kept there thin so other commands can be added to that module without collisions).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from churn_monitoring.drift.detector import DriftDetector, DriftReport
+
+console = Console(stderr=True)
+
+
+class DriftCommandError(RuntimeError):
+    """A problem the user can fix (bad file, unknown version, missing library): one line, exit 1."""
+
+
+def print_error(error: Exception) -> None:
+    console.print(f"[red]error:[/red] {escape(str(error))}")
+
+
+def resolve_artefact(artefact: Path | None, model_version: str | None) -> Path:
+    """`--artefact DIR` as given, else the registered version's exported artefact (exported on first use)."""
+    from churn_model.artefact import ArtefactError, verify_artefact
+
+    if artefact is not None and model_version is not None:
+        raise DriftCommandError("pass either --artefact or --model-version, not both")
+    try:
+        if artefact is not None:
+            verify_artefact(artefact)
+            return artefact
+        from churn_model.registry import Registry, RegistryError  # imports mlflow only when used
+        from churn_model.settings import get_settings
+
+        try:
+            from churn_model.pipeline import export_version
+
+            registry = Registry(get_settings())
+            info = registry.resolve(model_version or "champion")
+            directory = registry.settings.models_dir / info.version
+            if not (directory / "manifest.json").is_file():
+                export_version(registry, info.version, directory)
+        except ImportError as error:
+            raise DriftCommandError(
+                f"the model registry is not available here ({error.name} is not installed); "
+                "pass --artefact DIR (an exported serving artefact)"
+            ) from error
+        except RegistryError as error:
+            raise DriftCommandError(str(error)) from error
+        verify_artefact(directory)
+        return directory
+    except ArtefactError as error:
+        raise DriftCommandError(str(error)) from error
+
+
+def read_predictions(path: Path, rows: int) -> list[float]:
+    """`churn_probability` of every customer, in the order of the customers file (`churnops score` output)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or "churn_probability" not in reader.fieldnames:
+            raise DriftCommandError(f"{path}: no churn_probability column")
+        try:
+            values = [float(row["churn_probability"]) for row in reader]
+        except ValueError as error:
+            raise DriftCommandError(f"{path}: {error}") from error
+    if len(values) != rows:
+        raise DriftCommandError(f"{path}: {len(values)} probabilities for {rows} customers")
+    return values
+
+
+def run_drift(
+    current: Path,
+    *,
+    artefact: Path | None = None,
+    model_version: str | None = None,
+    backend: str | None = None,
+    predictions: Path | None = None,
+    score: bool = False,
+    output_format: str = "table",
+    html: Path | None = None,
+    png: Path | None = None,
+) -> DriftReport:
+    from churn_model.artefact import reference_columns
+    from churn_model.data import CustomerReader, DataValidationError
+    from churn_monitoring.drift.backends import DriftBackendError
+    from churn_monitoring.drift.detector import options_from_settings
+    from churn_monitoring.settings import get_settings
+
+    if output_format not in ("table", "json"):
+        raise DriftCommandError(f"--format must be table or json, not {output_format!r}")
+    if predictions is not None and score:
+        raise DriftCommandError("pass either --predictions or --score, not both")
+    directory = resolve_artefact(artefact, model_version)
+    options = options_from_settings(get_settings())
+    if backend is not None:
+        options["backend"] = backend
+    try:
+        detector = DriftDetector.from_artefact(directory, **options)
+    except DriftBackendError as error:
+        raise DriftCommandError(str(error)) from error
+    try:
+        customers = CustomerReader(detector.contract, require_target=False).read_all(current)
+    except DataValidationError as error:
+        raise DriftCommandError(str(error)) from error
+    window = reference_columns(detector.contract, customers.batch)
+    probabilities: list[float] | None = None
+    if predictions is not None:
+        probabilities = read_predictions(predictions, len(customers.batch))
+    elif score:
+        probabilities = _score(directory, detector, customers.batch)
+    try:
+        report = detector.test(window, probabilities)
+    except (ValueError, DriftBackendError) as error:
+        raise DriftCommandError(str(error)) from error
+    if output_format == "json":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_report(report)
+    if html is not None or png is not None:
+        from churn_monitoring.drift.report import write_html, write_summary_png
+
+        samples = detector.samples(window, probabilities)
+        if html is not None:
+            console.print(f"wrote {write_html(report, samples, html)}")
+        if png is not None:
+            console.print(f"wrote {write_summary_png(report, samples, png)}")
+    return report
+
+
+def _score(directory: Path, detector: DriftDetector, batch: Any) -> list[float]:
+    from churn_model.contract import Encoder
+
+    try:
+        from churn_model.artefact import load_model
+
+        model = load_model(directory)
+    except (ImportError, ValueError, ModuleNotFoundError) as error:
+        raise DriftCommandError(
+            f"--score needs the model to load here ({error}); score with `churnops score` where it does "
+            "and pass --predictions"
+        ) from error
+    rows = Encoder(detector.contract).encode(batch)
+    return [float(p) for p in model.predict_proba(rows)[:, 1]]
+
+
+def print_report(report: DriftReport) -> None:
+    features = report.features
+    threshold = features[0].threshold if features else report.p_value
+    table = Table(
+        title=f"drift of churn model v{report.model_version} ({report.backend} backend)",
+        caption=(
+            f"{report.window_size} customers vs {report.reference_size} reference; significant: p < "
+            f"{threshold:.3g} ({report.correction}, {report.p_value:g} over {len(features)} fields; "
+            f"prediction: p < {report.p_value:g}); material: PSI >= {report.psi_floor:g}, "
+            f"W/sd >= {report.wasserstein_floor:g}"
+        ),
+    )
+    table.add_column("feature", no_wrap=True)
+    table.add_column("test")
+    table.add_column("statistic", justify="right")
+    table.add_column("p-value", justify="right")
+    table.add_column("effect", justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    items = list(features) + ([report.prediction] if report.prediction is not None else [])
+    unseen = any(item.unseen_categories for item in items)
+    if unseen:
+        table.add_column("unseen")
+    for item in items:
+        if item.drift_detected:
+            verdict = "[bold red]DRIFT[/bold red]"
+        elif item.significant:
+            verdict = "not material"
+        elif item.material:
+            verdict = "not significant"
+        else:
+            verdict = "-"
+        row = [
+            escape(item.feature),
+            item.test,
+            f"{item.statistic:.4g}",
+            f"{item.p_value:.3g}",
+            f"{item.effect_size:.4f} {'PSI' if item.effect_metric == 'psi' else 'W/sd'}",
+            verdict,
+        ]
+        if unseen:
+            row.append(escape(", ".join(f"{k}: {v}" for k, v in item.unseen_categories.items())))
+        table.add_row(*row)
+    out = Console()
+    out.print(table)
+    drifted = ", ".join(f.feature for f in report.drifted())
+    out.print(f"dataset drift: {'[bold red]yes[/bold red] (' + escape(drifted) + ')' if drifted else 'no'}")
+    if report.prediction is not None:
+        out.print(
+            f"prediction drift: {'[bold red]yes[/bold red]' if report.prediction.drift_detected else 'no'}"
+        )
+
+
+def run_scenario(shift: str, output: Path, *, data: Path | None, rows: int, seed: int) -> Path:
+    """A Telco-shaped customers CSV for one of the documented drift scenarios."""
+    from churn_model.contract import telco_contract
+    from churn_model.data import DataNotFoundError, DataValidationError, resolve_data_path
+    from churn_model.settings import get_settings
+    from churn_monitoring.drift import scenarios
+
+    contract = telco_contract()
+    try:
+        path = resolve_data_path(data, get_settings())
+        columns = scenarios.read_customers(contract, path)
+        window = scenarios.scenario(columns, shift, rows=rows, seed=seed)
+    except (DataNotFoundError, DataValidationError, ValueError) as error:
+        raise DriftCommandError(str(error)) from error
+    return scenarios.write_customers(contract, window, output)

@@ -1,0 +1,254 @@
+"""Drift reports for people: a self-contained HTML page and a PNG grid of the most drifted fields.
+
+The HTML carries its plots as inline base64 PNGs and its style inline, so it can be mailed, attached to a
+ticket or archived as one file. matplotlib draws through `Figure` objects (no pyplot, no global state), so
+reports can be rendered from worker threads of the detector service.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from churn_monitoring.drift.detector import DriftReport, FeatureDrift, FeatureSample
+
+REFERENCE_COLOUR = "#4c72b0"
+CURRENT_COLOUR = "#dd8452"
+DRIFT_COLOUR = "#c0392b"
+MAX_BINS = 40
+
+
+def ranked(report: DriftReport) -> list[FeatureDrift]:
+    """Fields (and the prediction) most worth a look first: drifted, then by effect relative to its floor."""
+    items = list(report.features) + ([report.prediction] if report.prediction is not None else [])
+    return sorted(
+        items,
+        key=lambda f: (
+            not f.drift_detected,
+            not f.significant,
+            -(f.effect_size / f.floor if f.floor else 0.0),
+        ),
+    )
+
+
+def _verdict_text(item: FeatureDrift) -> str:
+    if item.drift_detected:
+        return "DRIFT"
+    if item.significant:
+        return "significant, not material"
+    if item.material:
+        return "material, not significant"
+    return "no drift"
+
+
+def _title(item: FeatureDrift) -> str:
+    name = "KS" if item.test == "ks" else "χ²"
+    metric = "PSI" if item.effect_metric == "psi" else "W/σ"
+    return (
+        f"{item.feature}: {_verdict_text(item)}\n"
+        f"{name} p={item.p_value:.2g} (drift: <{item.threshold:.2g}), "
+        f"{metric}={item.effect_size:.3f} (drift: ≥{item.floor:g})"
+    )
+
+
+def _plot_numbers(axes: Any, sample: FeatureSample, ecdf: Any | None = None) -> None:
+    combined = np.concatenate([sample.reference, sample.current])
+    edges = np.histogram_bin_edges(combined, bins="auto")
+    if len(edges) > MAX_BINS + 1:
+        edges = np.linspace(combined.min(), combined.max(), MAX_BINS + 1)
+    for values, colour, label in (
+        (sample.reference, REFERENCE_COLOUR, f"reference (n={len(sample.reference)})"),
+        (sample.current, CURRENT_COLOUR, f"current (n={len(sample.current)})"),
+    ):
+        axes.hist(values, bins=edges, density=True, histtype="stepfilled", alpha=0.35, color=colour)
+        axes.hist(values, bins=edges, density=True, histtype="step", linewidth=1.4, color=colour, label=label)
+    axes.set_ylabel("density")
+    axes.legend(fontsize=7, loc="best")
+    if ecdf is not None:
+        for values, colour in ((sample.reference, REFERENCE_COLOUR), (sample.current, CURRENT_COLOUR)):
+            ordered = np.sort(values)
+            ecdf.step(ordered, np.arange(1, len(ordered) + 1) / len(ordered), where="post", color=colour)
+        ecdf.set_ylabel("cumulative share")
+        ecdf.set_title("ECDF (KS statistic: largest vertical gap)", fontsize=8)
+
+
+def _plot_categories(axes: Any, sample: FeatureSample, unseen: Mapping[str, int]) -> None:
+    reference = sample.reference_counts / max(len(sample.reference), 1)
+    current = sample.current_counts / max(len(sample.current), 1)
+    positions = np.arange(len(sample.labels))
+    width = 0.4
+    axes.bar(positions - width / 2, reference, width, color=REFERENCE_COLOUR, label="reference")
+    bars = axes.bar(positions + width / 2, current, width, color=CURRENT_COLOUR, label="current")
+    for bar, label in zip(bars, sample.labels, strict=True):
+        if label in unseen:
+            bar.set_hatch("//")
+            bar.set_edgecolor(DRIFT_COLOUR)
+    names = [f"{label}\n(unseen)" if label in unseen else label for label in sample.labels]
+    axes.set_xticks(positions)
+    axes.set_xticklabels(names, fontsize=7, rotation=15 if len(names) > 3 else 0)
+    axes.set_ylabel("share of customers")
+    axes.legend(fontsize=7, loc="best")
+
+
+def _draw(axes: Any, item: FeatureDrift, sample: FeatureSample, ecdf: Any | None = None) -> None:
+    if sample.kind == "number":
+        _plot_numbers(axes, sample, ecdf)
+    else:
+        _plot_categories(axes, sample, item.unseen_categories)
+    axes.set_title(_title(item), fontsize=9, color=DRIFT_COLOUR if item.drift_detected else "black")
+
+
+def _png(figure: Any, dpi: int) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def feature_png(item: FeatureDrift, sample: FeatureSample, dpi: int = 80) -> bytes:
+    from matplotlib.figure import Figure
+
+    if sample.kind == "number":
+        figure = Figure(figsize=(10, 3.2))
+        left, right = figure.subplots(1, 2)
+        _draw(left, item, sample, ecdf=right)
+    else:
+        figure = Figure(figsize=(6, 3.2))
+        _draw(figure.subplots(), item, sample)
+    figure.tight_layout()
+    return _png(figure, dpi)
+
+
+def summary_png(
+    report: DriftReport, samples: Mapping[str, FeatureSample], top: int = 6, dpi: int = 100
+) -> bytes:
+    """A grid of the `top` fields most worth a look (the README picture)."""
+    from matplotlib.figure import Figure
+
+    items = [f for f in ranked(report) if f.feature in samples][:top]
+    columns = min(3, len(items))
+    rows = -(-len(items) // columns)
+    figure = Figure(figsize=(4.6 * columns, 3.4 * rows))
+    grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    for axes, item in zip(grid, items, strict=False):
+        _draw(axes, item, samples[item.feature])
+    for axes in grid[len(items) :]:
+        axes.set_visible(False)
+    verdict = ", ".join(f.feature for f in report.drifted()) or "none"
+    figure.suptitle(
+        f"churn model v{report.model_version}: {report.window_size} customers vs {report.reference_size} "
+        f"reference ({report.backend} backend) — drifted: {verdict}",
+        fontsize=11,
+    )
+    figure.tight_layout()
+    return _png(figure, dpi)
+
+
+def _row(item: FeatureDrift) -> str:
+    unseen = ", ".join(f"{html.escape(k)}: {v}" for k, v in item.unseen_categories.items())
+    css = "drift" if item.drift_detected else ("significant" if item.significant else "")
+    cells = [
+        f'<a href="#f-{html.escape(item.feature)}">{html.escape(item.feature)}</a>',
+        item.test,
+        f"{item.statistic:.4g}",
+        f"{item.p_value:.3g}",
+        f"{item.threshold:.3g}",
+        f"{item.effect_size:.4f} ({item.effect_metric})",
+        f"{item.floor:g}",
+        "yes" if item.significant else "no",
+        "yes" if item.material else "no",
+        f"<b>{_verdict_text(item)}</b>",
+        unseen,
+    ]
+    return f'<tr class="{css}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td:first-child, td:nth-child(2), td:nth-child(10), td:last-child { text-align: left; }
+tr.drift { background: #fbe3e1; } tr.significant { background: #fdf6e3; }
+.verdict { font-size: 1.2em; font-weight: bold; } .verdict.drift { color: #c0392b; }
+section { margin-top: 2em; } img { max-width: 100%; }
+"""
+
+
+def render_html(
+    report: DriftReport, samples: Mapping[str, FeatureSample], title: str = "Drift report"
+) -> str:
+    items = ranked(report)
+    drifted = report.drifted()
+    verdict = (
+        f"Dataset drift: {', '.join(html.escape(f.feature) for f in drifted)}"
+        if drifted
+        else "No dataset drift"
+    )
+    prediction = ""
+    if report.prediction is not None:
+        prediction = f"<p>Prediction (churn probability): <b>{_verdict_text(report.prediction)}</b></p>"
+    header = (
+        "<tr>"
+        + "".join(
+            f"<th>{h}</th>"
+            for h in (
+                "feature",
+                "test",
+                "statistic",
+                "p-value",
+                "threshold",
+                "effect size",
+                "floor",
+                "significant",
+                "material",
+                "verdict",
+                "unseen categories",
+            )
+        )
+        + "</tr>"
+    )
+    sections = []
+    for item in items:
+        sample = samples.get(item.feature)
+        if sample is None:
+            continue
+        image = base64.b64encode(feature_png(item, sample)).decode("ascii")
+        sections.append(
+            f'<section id="f-{html.escape(item.feature)}"><h3>{html.escape(item.feature)}</h3>'
+            f'<img alt="{html.escape(item.feature)}: reference vs current" src="data:image/png;base64,{image}">'
+            "</section>"
+        )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head>
+<body>
+<h1>{html.escape(title)}: churn model v{html.escape(report.model_version)}</h1>
+<p class="verdict{" drift" if drifted else ""}">{verdict}</p>
+{prediction}
+<p>{report.window_size} customers ({report.rows_dropped} left out for missing numbers) against
+{report.reference_size} reference customers; {html.escape(report.backend)} backend, {report.correction}
+correction at p &lt; {report.p_value:g}; a feature drifts when significant and its effect reaches the floor
+(PSI ≥ {report.psi_floor:g}, Wasserstein distance ≥ {report.wasserstein_floor:g} reference standard
+deviations).</p>
+<table>{header}{"".join(_row(item) for item in items)}</table>
+{"".join(sections)}
+</body></html>
+"""
+
+
+def write_html(report: DriftReport, samples: Mapping[str, FeatureSample], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(report, samples), encoding="utf-8")
+    return path
+
+
+def write_summary_png(
+    report: DriftReport, samples: Mapping[str, FeatureSample], path: Path, top: int = 6
+) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(summary_png(report, samples, top=top))
+    return path
