@@ -297,6 +297,33 @@ def score_command(
     )
 
 
+def report_command(
+    version: Annotated[str | None, typer.Argument(help="Version or alias (default: champion)")] = None,
+    output: Annotated[Path | None, typer.Option(help="HTML file (default reports/model-v<N>.html)")] = None,
+    png: Annotated[Path | None, typer.Option(help="Also write the figure grid as a PNG")] = None,
+    artefact: Annotated[
+        Path | None, typer.Option("--artefact", help="Serving artefact directory instead of the registry")
+    ] = None,
+) -> None:
+    """Write a self-contained HTML model report: ROC, PR, calibration, confusion matrix, F1 vs threshold."""
+    from churn_model.contract import FeatureContract
+    from churn_model.registry import RegistryError
+    from churn_model.report import render_report
+
+    try:
+        directory = artefact or _artefact_for(version)
+    except RegistryError as error:
+        raise _fail(str(error)) from error
+    document, image = render_report(directory)
+    target = output or Path("reports") / f"model-v{FeatureContract.load(directory).model.version}.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(document, encoding="utf-8")
+    if png is not None:
+        png.parent.mkdir(parents=True, exist_ok=True)
+        png.write_bytes(image)
+    console.print(f"wrote {target}" + (f" and {png}" if png else ""))
+
+
 def register_model_commands(app: typer.Typer) -> None:
     app.command("train")(train_command)
     app.command("models")(models_command)
@@ -304,6 +331,7 @@ def register_model_commands(app: typer.Typer) -> None:
     app.command("promote")(promote_command)
     app.command("rollback")(rollback_command)
     app.command("score")(score_command)
+    app.command("report")(report_command)
 
 
 def dumps(document: Any) -> str:

@@ -121,6 +121,7 @@ def train(
             "value": fitted.threshold,
             "objective": config.objective,
             "score": fitted.objective_score,
+            "economics": asdict(config.economics) if config.economics else None,
         },
     }
 

@@ -77,7 +77,11 @@ def build_ensemble(seed: int) -> VotingClassifier:
         early_stopping=False,
         random_state=seed,
     )
-    return VotingClassifier([("logistic", logistic), ("boosting", boosting)], voting="soft")
+    # Logistic regression alone reaches a CV ROC AUC of 0.8497 here, boosting alone 0.848: the vote leans
+    # on the linear model (2:1), which measured best of equal and 2:1 weights (README, "Model quality").
+    return VotingClassifier(
+        [("logistic", logistic), ("boosting", boosting)], voting="soft", weights=[2.0, 1.0]
+    )
 
 
 def _calibrated_validation(model: CalibratedClassifierCV, raw: FloatArray) -> FloatArray:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from churn_model.contract import (
     CONTRACT_FILE,
     CustomerBatch,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from churn_model.contract import telco_contract
 from churn_model.data import CustomerReader, DataNotFoundError, DataValidationError, resolve_data_path
 from churn_model.settings import ModelSettings

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import f1_score
+
 from churn_model.evaluation import (
     RetentionEconomics,
     choose_threshold,
     classification_metrics,
     expected_calibration_error,
 )
-from sklearn.metrics import f1_score
 
 
 def _synthetic(rng: np.random.Generator, n: int = 2000):

@@ -6,12 +6,12 @@ import subprocess
 
 import numpy as np
 import pytest
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
 from churn_model.artefact import load_model
 from churn_model.contract import CustomerBatch, Encoder, FeatureContract
 from churn_model.data import CustomerReader
 from churn_model.training import TrainingConfig, _calibrated_validation, build_ensemble, fit_model
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
 from tests.support.services import predictor_python
 
 

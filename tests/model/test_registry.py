@@ -6,6 +6,7 @@ import hashlib
 import uuid
 
 import pytest
+
 from churn_model.artefact import ArtefactError, verify_artefact
 from churn_model.pipeline import export_version
 from churn_model.registry import CHALLENGER, CHAMPION, Registry, RegistryError

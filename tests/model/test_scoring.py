@@ -6,6 +6,7 @@ import csv
 
 import numpy as np
 import pytest
+
 from churn_model.artefact import load_model
 from churn_model.contract import Encoder
 from churn_model.data import CustomerReader, DataValidationError
