@@ -1,0 +1,121 @@
+"""The detector service's commands: `churnops monitor serve`, `churnops monitor db upgrade`,
+`churnops feedback` (mounted in `churn_monitoring.cli`). Heavy imports stay inside the functions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+db_app = typer.Typer(help="The prediction store's schema.", no_args_is_help=True)
+FEEDBACK_CHUNK = 1000
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (CHURNOPS_DETECTOR_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (CHURNOPS_DETECTOR_PORT)")] = None,
+    model_dir: Annotated[Path | None, typer.Option(help="serving artefact (CHURNOPS_MODEL_DIR)")] = None,
+) -> None:
+    """Run the drift detector: KServe payload logs in, prediction store, drift, feedback, live F1."""
+    import uvicorn
+
+    from churn_monitoring.service.app import create_app
+    from churn_monitoring.settings import get_settings
+    from churnops.logging import configure_logging
+
+    configure_logging()
+    settings = get_settings()
+    if model_dir is not None:
+        settings = settings.model_copy(update={"model_dir": model_dir})
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=host or settings.detector_host,
+        port=port or settings.detector_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the prediction store's tables (the service also does this when it starts)."""
+    from churn_monitoring.settings import get_settings
+    from churn_monitoring.store.database import (
+        create_store_engine,
+        current_revision,
+        database_url,
+        upgrade,
+    )
+
+    engine = create_store_engine(database_url(get_settings()))
+    upgrade(engine)
+    typer.echo(f"prediction store at revision {current_revision(engine)}")
+    engine.dispose()
+
+
+def feedback(
+    file: Annotated[Path, typer.Option("--file", "-f", exists=True, dir_okay=False, help="labels CSV")],
+    url: Annotated[str | None, typer.Option(help="detector service (CHURNOPS_DETECTOR_URL)")] = None,
+    direct: Annotated[
+        bool, typer.Option("--direct", help="write to the database (CHURNOPS_DATABASE_URL), not the service")
+    ] = False,
+) -> None:
+    """Feed observed churn back: customer_id (or customerID), churned (or Churn: Yes/No), observed_at.
+
+    By default the labels go to the running detector service, which joins them, refreshes the live-F1
+    gauges at once and alerts if F1 fell; `--direct` writes to the database with the same join, for
+    back-fills while no service runs (the gauges follow at the service's next refresh).
+    """
+    import httpx
+
+    from churn_monitoring.feedback import (
+        FeedbackError,
+        FeedbackResult,
+        parse_labels,
+        read_labels_csv,
+        record_labels,
+    )
+    from churn_monitoring.settings import get_settings
+
+    settings = get_settings()
+    try:
+        rows = read_labels_csv(file)
+        labels = parse_labels(rows) if rows else []
+    except FeedbackError as error:
+        for problem in error.problems[:20]:
+            typer.echo(problem, err=True)
+        raise typer.Exit(2) from error
+    total = FeedbackResult()
+    if direct:
+        from churn_monitoring.store.database import create_store_engine, database_url, upgrade
+
+        engine = create_store_engine(database_url(settings))
+        upgrade(engine)
+        for start in range(0, len(labels), FEEDBACK_CHUNK):
+            chunk = labels[start : start + FEEDBACK_CHUNK]
+            total.merge(record_labels(engine, chunk, horizon_days=settings.feedback_horizon_days))
+        engine.dispose()
+    else:
+        target = (url or settings.detector_url).rstrip("/") + "/feedback"
+        with httpx.Client(timeout=60.0) as client:
+            for start in range(0, len(rows), FEEDBACK_CHUNK):
+                response = client.post(target, json={"labels": rows[start : start + FEEDBACK_CHUNK]})
+                if response.status_code != 200:
+                    typer.echo(f"{target} answered {response.status_code}: {response.text}", err=True)
+                    raise typer.Exit(1)
+                part = response.json()
+                total.merge(
+                    FeedbackResult(
+                        received=part["received"],
+                        matched=part["matched"],
+                        unknown=part["unknown"],
+                        outside_horizon=part["outside_horizon"],
+                        unknown_customer_ids=part["unknown_customer_ids"],
+                        outside_horizon_customer_ids=part["outside_horizon_customer_ids"],
+                    )
+                )
+    typer.echo(json.dumps(total.to_dict(), indent=2))

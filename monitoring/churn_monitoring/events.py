@@ -1,0 +1,320 @@
+"""KServe payload-log events: the CloudEvents the InferenceService's agent posts, and what they carry.
+
+KServe's agent (`pkg/logger`: handler.go, worker.go) wraps the transformer and, for every call, posts a
+binary-mode CloudEvent 1.0 of the request and, only when the answer was HTTP 200, one of the response:
+`ce-type` `org.kubeflow.serving.inference.request|response`, one `ce-id` shared by both (the caller's
+`Ce-Id` header, else a fresh UUID), `ce-source` the agent (`--source-uri`, default `http://localhost:9081/`),
+`ce-time`, extensions `inferenceservicename`, `namespace`, `component`, `endpoint`, `metadata` (JSON of the
+logged headers) and maybe `annotations`; the body is the raw payload and `Content-Type` the *request's*
+content type on both events. Five workers send them concurrently, so a response may arrive first.
+
+The `cloudevents` package would parse the envelope, but it would add a dependency for six headers and still
+leave the payload (KServe v1 and open-inference v2, both of which the transformer speaks) to this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import unquote
+
+import orjson
+
+REQUEST_TYPE = "org.kubeflow.serving.inference.request"
+RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+EVENT_TYPES: dict[str, Literal["request", "response"]] = {REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
+SPEC_VERSION = "1.0"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+ID_FIELD = "customerID"
+ANSWER_FIELDS = (
+    "churn_probability",
+    "churn_prediction",
+    "risk_level",
+    "recommended_action",
+    "top_factors",
+    "model_version",
+    "customer_id",
+)
+
+EventKind = Literal["request", "response"]
+
+
+class EventError(ValueError):
+    """An unusable event: `status` is the 4xx the sender gets, the message names the problem."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class PayloadEvent:
+    """One payload-log event, envelope decoded, body still raw."""
+
+    id: str
+    kind: EventKind
+    source: str
+    time: datetime | None
+    inference_service: str | None
+    namespace: str | None
+    component: str | None
+    endpoint: str | None
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One row of the transformer's answer."""
+
+    probability: float
+    prediction: bool
+    risk_level: str | None
+    model_version: str | None
+    customer_id: str | None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    # The HTTP binding percent-encodes attribute values (spec 3.1.3.2); decoding a plain value is a no-op.
+    return unquote(value) if value is not None else None
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as error:
+        raise EventError(f"ce-time {text!r} is not an RFC 3339 timestamp") from error
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_event(headers: Mapping[str, str], body: bytes) -> PayloadEvent:
+    """Decode a binary- or structured-mode CloudEvent; `headers` must be case-insensitive (Starlette's)."""
+    content_type = (headers.get("content-type") or "").strip()
+    if content_type.split(";")[0].strip().lower() == STRUCTURED_CONTENT_TYPE:
+        return _parse_structured(body)
+    spec = _header(headers, "ce-specversion")
+    if spec is None:
+        raise EventError("not a CloudEvent: header ce-specversion is missing (binary mode expected)")
+    attributes = {
+        name: _header(headers, f"ce-{name}")
+        for name in (
+            "specversion",
+            "id",
+            "type",
+            "source",
+            "time",
+            "inferenceservicename",
+            "namespace",
+            "component",
+            "endpoint",
+        )
+    }
+    return _build(attributes, content_type, body)
+
+
+def _parse_structured(body: bytes) -> PayloadEvent:
+    try:
+        envelope = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise EventError(f"structured CloudEvent body is not JSON: {error}") from error
+    if not isinstance(envelope, dict):
+        raise EventError("structured CloudEvent body is not a JSON object")
+    attributes = {key: (str(value) if value is not None else None) for key, value in envelope.items()}
+    if "data_base64" in envelope:
+        try:
+            data = base64.b64decode(str(envelope["data_base64"]), validate=True)
+        except ValueError as error:
+            raise EventError("structured CloudEvent data_base64 is not base64") from error
+    elif isinstance(envelope.get("data"), str):
+        data = str(envelope["data"]).encode()
+    else:
+        data = json.dumps(envelope.get("data")).encode()
+    return _build(attributes, str(envelope.get("datacontenttype") or "application/json"), data)
+
+
+def _build(attributes: Mapping[str, str | None], content_type: str, body: bytes) -> PayloadEvent:
+    if attributes.get("specversion") != SPEC_VERSION:
+        raise EventError(f"ce-specversion {attributes.get('specversion')!r} is not {SPEC_VERSION!r}")
+    event_id = (attributes.get("id") or "").strip()
+    if not event_id:
+        raise EventError("ce-id is missing or empty")
+    if len(event_id) > 255:
+        raise EventError("ce-id is longer than 255 characters")
+    event_type = attributes.get("type") or ""
+    kind = EVENT_TYPES.get(event_type)
+    if kind is None:
+        raise EventError(f"ce-type {event_type!r} is not one of {sorted(EVENT_TYPES)}")
+    source = (attributes.get("source") or "").strip()
+    if not source:
+        raise EventError("ce-source is missing or empty")
+    return PayloadEvent(
+        id=event_id,
+        kind=kind,
+        source=source[:255],
+        time=_parse_time(attributes.get("time")),
+        inference_service=attributes.get("inferenceservicename") or None,
+        namespace=attributes.get("namespace") or None,
+        component=attributes.get("component") or None,
+        endpoint=attributes.get("endpoint") or None,
+        content_type=content_type,
+        body=body,
+    )
+
+
+def _json_body(event: PayloadEvent) -> dict[str, Any]:
+    media = event.content_type.split(";")[0].strip().lower()
+    # KServe copies the request's Content-Type, which clients often leave out: sniff JSON then.
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise EventError(
+            f"{event.kind} payload content type {media!r} is not JSON (binary tensors are not supported)",
+            status=415,
+        )
+    try:
+        document = orjson.loads(event.body)
+    except orjson.JSONDecodeError as error:
+        raise EventError(f"{event.kind} payload is not valid JSON: {error}") from error
+    if not isinstance(document, dict):
+        raise EventError(f"{event.kind} payload is not a JSON object")
+    return document
+
+
+def _flatten(data: object) -> list[Any]:
+    if isinstance(data, list):
+        flat: list[Any] = []
+        for item in data:
+            flat.extend(_flatten(item) if isinstance(item, list) else [item])
+        return flat
+    return [data]
+
+
+def _v2_columns(tensors: object, what: str) -> tuple[dict[str, list[Any]], int]:
+    """Named tensors of an open-inference (v2) body as columns of equal length."""
+    if not isinstance(tensors, list) or not tensors:
+        raise EventError(f"v2 {what} must be a non-empty list of tensors")
+    columns: dict[str, list[Any]] = {}
+    rows: int | None = None
+    for position, tensor in enumerate(tensors):
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise EventError(f"v2 {what}[{position}] is not a tensor with a name")
+        name = tensor["name"]
+        data = _flatten(tensor.get("data"))
+        shape = tensor.get("shape")
+        if shape is not None:
+            if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+                raise EventError(f"v2 {what} tensor {name!r}: shape {shape!r} is not a list of sizes")
+            expected = math.prod(shape)
+            if expected != len(data):
+                raise EventError(
+                    f"v2 {what} tensor {name!r}: shape {shape} does not match {len(data)} values"
+                )
+        if rows is None:
+            rows = len(data)
+        elif len(data) != rows:
+            raise EventError(f"v2 {what} tensor {name!r} has {len(data)} values, the others {rows}")
+        columns[name] = data
+    return columns, rows or 0
+
+
+def parse_request(event: PayloadEvent) -> list[dict[str, Any]]:
+    """Customers of a logged request, one dict of raw field values each (with `customerID` if sent)."""
+    document = _json_body(event)
+    if "instances" in document:
+        instances = document["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise EventError("v1 request: 'instances' must be a non-empty list")
+        customers = []
+        for index, instance in enumerate(instances):
+            if not isinstance(instance, dict):
+                raise EventError(f"v1 request: instances[{index}] is not an object of customer fields")
+            customers.append(dict(instance))
+        return customers
+    if "inputs" in document:
+        columns, rows = _v2_columns(document["inputs"], "request inputs")
+        if rows == 0:
+            raise EventError("v2 request: inputs hold no customers")
+        return [{name: values[row] for name, values in columns.items()} for row in range(rows)]
+    raise EventError("request payload has neither 'instances' (v1) nor 'inputs' (v2)")
+
+
+def _as_bool(value: object, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in {"true", "false", "yes", "no", "1", "0"}:
+        return value.lower() in {"true", "yes", "1"}
+    raise EventError(f"{where}: churn_prediction {value!r} is not a boolean")
+
+
+def _answer(values: Mapping[str, Any], where: str, default_version: str | None) -> Answer:
+    probability = values.get("churn_probability")
+    if isinstance(probability, bool) or not isinstance(probability, int | float):
+        raise EventError(f"{where}: churn_probability is missing or not a number")
+    if not 0.0 <= float(probability) <= 1.0:
+        raise EventError(f"{where}: churn_probability {probability} is outside [0, 1]")
+    if "churn_prediction" not in values:
+        raise EventError(f"{where}: churn_prediction is missing")
+    risk = values.get("risk_level")
+    version = values.get("model_version", default_version)
+    # v1 answers echo the id as `customerID` (the request field), v2 as a `customer_id` output.
+    customer = values.get("customer_id", values.get(ID_FIELD))
+    return Answer(
+        probability=float(probability),
+        prediction=_as_bool(values["churn_prediction"], where),
+        risk_level=str(risk) if risk is not None else None,
+        model_version=str(version) if version is not None else None,
+        customer_id=str(customer) if customer not in (None, "") else None,
+    )
+
+
+def parse_response(event: PayloadEvent) -> list[Answer]:
+    """Answers of a logged response, in the order of the request's customers."""
+    document = _json_body(event)
+    if "predictions" in document:
+        predictions = document["predictions"]
+        if not isinstance(predictions, list) or not predictions:
+            raise EventError("v1 response: 'predictions' must be a non-empty list")
+        answers = []
+        for index, prediction in enumerate(predictions):
+            if not isinstance(prediction, dict):
+                raise EventError(f"v1 response: predictions[{index}] is not an object")
+            answers.append(_answer(prediction, f"v1 response predictions[{index}]", None))
+        return answers
+    if "outputs" in document:
+        columns, rows = _v2_columns(document["outputs"], "response outputs")
+        version = document.get("model_version")
+        default_version = str(version) if version not in (None, "") else None
+        return [
+            _answer(
+                {name: values[row] for name, values in columns.items()},
+                f"v2 response row {row}",
+                default_version,
+            )
+            for row in range(rows)
+        ]
+    raise EventError("response payload has neither 'predictions' (v1) nor 'outputs' (v2)")
+
+
+def customer_id_of(customer: Mapping[str, Any], answer: Answer) -> str | None:
+    """The id the caller sent with the customer, else the one echoed in the answer."""
+    value = customer.get(ID_FIELD)
+    if value not in (None, ""):
+        return str(value)[:255]
+    return answer.customer_id[:255] if answer.customer_id else None
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def feature_values(customer: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    """The contract's fields of one customer, as sent (missing fields are None)."""
+    return {name: customer.get(name) for name in fields}

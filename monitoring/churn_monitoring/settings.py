@@ -1,0 +1,68 @@
+"""Settings of the monitoring side (drift detector, prediction store, feedback): one typed object, read
+once from CHURNOPS_*."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MonitoringSettings(BaseSettings):
+    """Everything the monitoring processes and `churnops monitor ...` commands read from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CHURNOPS_", extra="ignore")
+
+    # --- drift detection (churn_monitoring.drift) ---
+    # alibi-detect is the design's default; "scipy" runs the same tests without its BSL-1.1 licence.
+    drift_backend: Literal["alibi", "scipy"] = "alibi"
+    drift_p_value: float = Field(default=0.05, gt=0.0, lt=1.0, description="family-wise significance")
+    drift_correction: Literal["bonferroni", "fdr"] = "bonferroni"
+    # Effect-size floors: a feature drifts only when significant AND at least this material (see README).
+    drift_psi_floor: float = Field(default=0.1, ge=0.0, description="PSI floor for categorical features")
+    drift_wasserstein_floor: float = Field(
+        default=0.1, ge=0.0, description="Wasserstein distance / reference std floor for numeric features"
+    )
+
+    # --- detector service, prediction store, feedback, live performance (churn_monitoring.service) ---
+    home: Path = Field(default=Path(".churnops"), description="local state: SQLite store, spill files")
+    model_dir: Path | None = Field(
+        default=None, description="serving artefact the detector compares with (reference sample, contract)"
+    )
+    detector_host: str = "127.0.0.1"
+    detector_port: int = Field(default=8095, ge=1, le=65535)
+    detector_url: str = Field(
+        default="http://127.0.0.1:8095", description="where `churnops feedback` posts; links in alerts"
+    )
+    database_url: SecretStr | None = Field(
+        default=None, description="SQLAlchemy URL of the prediction store (default: SQLite under home)"
+    )
+    store_batch_rows: int = Field(default=500, ge=1, description="rows per INSERT batch")
+    store_flush_seconds: float = Field(default=0.5, gt=0.0, description="longest a row waits for a batch")
+    store_memory_rows: int = Field(default=20_000, ge=1, description="rows kept in memory before spilling")
+    store_spill_dir: Path | None = Field(default=None, description="spill files (default: home/spill)")
+    store_retry_max_seconds: float = Field(default=5.0, gt=0.0, description="back-off ceiling, DB down")
+    join_max_pending: int = Field(default=10_000, ge=1, description="request/response halves held for a join")
+    join_ttl_seconds: float = Field(default=120.0, gt=0.0, description="how long a half waits for the other")
+    window_size: int = Field(default=500, ge=10, description="customers per drift window")
+    window_min_size: int = Field(default=100, ge=10, description="fewest rows an aged window needs")
+    window_max_age_seconds: float = Field(default=3600.0, gt=0.0, description="oldest customer in a window")
+    max_event_bytes: int = Field(default=8 << 20, ge=1024, description="largest payload event accepted")
+    slack_webhook_url: SecretStr | None = Field(default=None, description="Slack incoming-webhook URL")
+    slack_webhook_url_file: Path | None = Field(
+        default=None, description="file holding the webhook URL (a mounted Secret); wins over the variable"
+    )
+    alert_cooldown_seconds: float = Field(default=3600.0, ge=0.0, description="same alert at most this often")
+    feedback_horizon_days: float = Field(default=90.0, gt=0.0, description="label joins predictions this old")
+    performance_window_days: float = Field(default=30.0, gt=0.0, description="rolling performance window")
+    performance_f1_threshold: float = Field(default=0.60, ge=0.0, le=1.0, description="alert below this F1")
+    performance_min_labels: int = Field(default=200, ge=1, description="labels needed before alerting on F1")
+    performance_interval_seconds: float = Field(default=60.0, gt=0.0, description="live-performance refresh")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> MonitoringSettings:
+    return MonitoringSettings()

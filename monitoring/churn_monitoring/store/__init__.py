@@ -1,0 +1,1 @@
+"""The prediction store: every logged prediction, the labels fed back for them, and their migrations."""
