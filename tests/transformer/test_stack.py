@@ -1,0 +1,90 @@
+"""`churnops serve`: the local stack starts on 127.0.0.1, answers, and stops cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.services import REPO, free_port, http_ok, predictor_python, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CHURNOPS = str(Path(sys.executable).parent / "churnops")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_serve_starts_both_components_answers_and_stops_them_on_sigint(trained_model, customers, tmp_path):
+    # A copy of the session's ChurnOps home: `serve` re-exports the champion into <home>/models, which
+    # must not replace the artefact the other tests' predictor serves.
+    home = tmp_path / "home"
+    shutil.copytree(trained_model.settings.home, home, ignore=shutil.ignore_patterns("models"))
+    port, predictor_port = free_port(), free_port()
+    while predictor_port + 2 in (port, port + 1):
+        predictor_port = free_port()
+    output = tmp_path / "serve.log"
+    env = {
+        **os.environ,
+        "CHURNOPS_HOME": str(home),
+        "CHURNOPS_PREDICTOR_PYTHON": str(predictor_python()),
+    }
+    with output.open("wb") as sink:
+        serve = subprocess.Popen(
+            [CHURNOPS, "serve", "--port", str(port), "--predictor-port", str(predictor_port)],
+            cwd=REPO,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(http_ok(f"http://127.0.0.1:{port}/v2/models/churn/ready"), 120, "churnops serve")
+        wait_until(lambda: "Ctrl-C stops" in output.read_text(), 10, "the announcement")
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/v1/models/churn:predict", json={"instances": [customers[0]]}
+        )
+        assert response.status_code == 200
+        text = output.read_text()
+        assert f"http://127.0.0.1:{port}/v1/models/churn:predict" in text
+        assert f"http://127.0.0.1:{port}/v2/models/churn/infer" in text
+        pids = [int(pid) for pid in re.findall(r"ready \(pid (\d+)\)", text)]
+        assert len(pids) == 2
+        assert all(_alive(pid) for pid in pids)
+        serve.send_signal(signal.SIGINT)
+        assert serve.wait(60) == 0
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+    assert not any(_alive(pid) for pid in pids)
+    text = output.read_text()
+    assert "predictor stopped" in text
+    assert "transformer stopped" in text
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=2)
+
+
+def test_serve_without_a_model_says_how_to_get_one(tmp_path):
+    result = subprocess.run(
+        [CHURNOPS, "serve"],
+        cwd=REPO,
+        env={**os.environ, "CHURNOPS_HOME": str(tmp_path / "empty-home")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "--train-if-missing" in result.stderr

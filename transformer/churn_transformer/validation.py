@@ -1,0 +1,340 @@
+"""Request validation: from a v1 or v2 request body to a validated, columnar batch of customers.
+
+The pydantic model of one customer is generated once at start from the feature contract in the artefact
+(`pydantic.create_model`: `Literal[...]` for category fields, strict and bounded numbers), so the
+transformer accepts exactly the fields, values and ranges the served model was trained with. Every
+rejection is a `InvalidRequestError` with a metric-friendly `reason` and a message naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+
+from churn_model.contract import CategoryField, CustomerBatch, Encoder, FeatureContract, NumberField
+
+MAX_REPORTED_ERRORS = 5
+ID_MAX_LENGTH = 128
+
+# Datatypes accepted per kind of field on the v2 protocol. Integers are exact in FP64, so number fields
+# take them too; FP32 is refused because it would change the probability (the model is fitted on FP64).
+INTEGER_DATATYPES = frozenset({"INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8"})
+NUMBER_DATATYPES = INTEGER_DATATYPES | {"FP64"}
+TEXT_DATATYPES = frozenset({"BYTES"})
+
+# pydantic error type -> the `reason` label of churn_invalid_requests_total.
+_REASONS = {
+    "missing": "missing_field",
+    "extra_forbidden": "extra_field",
+    "literal_error": "unknown_value",
+    "greater_than_equal": "out_of_range",
+    "less_than_equal": "out_of_range",
+    "greater_than": "out_of_range",
+    "less_than": "out_of_range",
+    "finite_number": "not_finite",
+    "string_too_long": "invalid_value",
+    "value_error": "unknown_value",
+}
+
+
+class InvalidRequestError(ValueError):
+    """A request the transformer refuses: HTTP 400 with `message`, counted under `reason`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    """Validated customers of one request, in request order, with their ids when the client sent them."""
+
+    batch: CustomerBatch
+    ids: list[str] | None
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+
+def _one_of(values: Sequence[int]) -> AfterValidator:
+    allowed = frozenset(values)
+
+    def check(value: int) -> int:
+        if value not in allowed:
+            raise ValueError(f"Input should be one of {sorted(allowed)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _field_type(spec: CategoryField | NumberField) -> Any:
+    if isinstance(spec, CategoryField):
+        return Literal[spec.values]
+    if spec.kind == "integer":
+        # bool is an int in Python; strict mode refuses it (and refuses 3.0 and "3").
+        constraints: list[Any] = [Field(strict=True, ge=int(spec.minimum), le=int(spec.maximum))]
+        if spec.values is not None:
+            constraints.append(_one_of(spec.values))
+        return Annotated[int, *constraints]
+    return Annotated[float, Field(strict=True, ge=spec.minimum, le=spec.maximum, allow_inf_nan=False)]
+
+
+def customer_model(contract: FeatureContract) -> type[Any]:
+    """The pydantic model of one customer as the contract defines it (plus the optional id field)."""
+    fields: dict[str, Any] = {spec.name: (_field_type(spec), ...) for spec in contract.fields}
+    fields[contract.id_field] = (Annotated[str | None, Field(max_length=ID_MAX_LENGTH)], None)
+    model: type[Any] = create_model(
+        "Customer",
+        __config__=ConfigDict(extra="forbid", strict=True, frozen=True),
+        **fields,
+    )
+    return model
+
+
+def _field_annotation(field: Any) -> Any:
+    """A model field's type with its constraints, usable on its own (the adapter makes it strict)."""
+    return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class RequestValidator:
+    """Built once per contract; turns v1 instances or v2 input tensors into a `ParsedRequest`."""
+
+    def __init__(self, contract: FeatureContract, encoder: Encoder, max_batch: int) -> None:
+        self.contract = contract
+        self.encoder = encoder
+        self.max_batch = max_batch
+        self.model = customer_model(contract)
+        self._adapter: TypeAdapter[list[Any]] = TypeAdapter(list[self.model])  # type: ignore[name-defined]
+        self._specs: dict[str, CategoryField | NumberField] = {spec.name: spec for spec in contract.fields}
+        self._id_field = contract.id_field
+        # The same field types, one adapter per column: a batch is validated field by field in pydantic's
+        # Rust loop (a 1,000-customer batch in under 1 ms instead of ~8 ms of model instances).
+        self._columns: dict[str, TypeAdapter[list[Any]]] = {
+            name: TypeAdapter(list[_field_annotation(field)], config=ConfigDict(strict=True))  # type: ignore[arg-type,misc]
+            for name, field in self.model.model_fields.items()
+        }
+        self._required = frozenset(self._specs)
+        self._allowed = self._required | {self._id_field}
+        self._codes = {
+            spec.name: {v: code for code, v in enumerate(spec.values)} for spec in contract.category_fields
+        }
+
+    # ---- shared -------------------------------------------------------------------------------------
+
+    def _check_size(self, size: int, what: str) -> None:
+        if size == 0:
+            raise InvalidRequestError("empty_batch", f"{what} is empty: send at least one customer")
+        if size > self.max_batch:
+            raise InvalidRequestError(
+                "batch_too_large", f"{what} has {size} customers; at most {self.max_batch} per request"
+            )
+
+    def _validated(self, records: Sequence[Mapping[str, Any]], where: str) -> ParsedRequest:
+        """Customers as records (v1): the customer model names missing and unknown fields; records with
+        exactly the contract's fields go column by column."""
+        for record in records:
+            keys = record.keys()
+            if not (self._required <= keys <= self._allowed):
+                try:
+                    self._adapter.validate_python(records)
+                except ValidationError as error:
+                    raise self._rejection(error, where) from None
+        columns = {name: [record.get(name) for record in records] for name in self._allowed}
+        return self._from_columns(columns, len(records), where)
+
+    def _from_columns(self, columns: Mapping[str, list[Any]], rows: int, where: str) -> ParsedRequest:
+        """Validate each field's column with the customer model's type for it, then build the columnar
+        batch exactly as `Encoder.batch_from_records` would (value codes in contract order, float64)."""
+        problems: list[dict[str, Any]] = []
+        valid: dict[str, list[Any]] = {}
+        for name, values in columns.items():
+            try:
+                valid[name] = self._columns[name].validate_python(values)
+            except ValidationError as error:
+                for problem in error.errors(include_url=False):
+                    problems.append({**problem, "loc": (problem["loc"][0], name)})  # noqa: PERF401
+        if problems:
+            problems.sort(key=lambda p: (p["loc"][0], list(self._allowed_order).index(p["loc"][1])))
+            raise self._rejection_from(problems, where)
+        categories = np.empty((rows, len(self.contract.category_fields)), dtype=np.int64)
+        for index, spec in enumerate(self.contract.category_fields):
+            codes = self._codes[spec.name]
+            categories[:, index] = [codes[value] for value in valid[spec.name]]
+        numbers = np.empty((rows, len(self.contract.number_fields)), dtype=np.float64)
+        for index, number_spec in enumerate(self.contract.number_fields):
+            numbers[:, index] = valid[number_spec.name]
+        ids = valid.get(self._id_field)
+        has_ids = ids is not None and any(i is not None for i in ids)
+        return ParsedRequest(
+            batch=CustomerBatch(categories=categories, numbers=numbers),
+            ids=[i or "" for i in ids] if has_ids and ids is not None else None,
+        )
+
+    def _rejection(self, error: ValidationError, where: str) -> InvalidRequestError:
+        return self._rejection_from(list(error.errors(include_url=False)), where)
+
+    @property
+    def _allowed_order(self) -> tuple[str, ...]:
+        return (*self.contract.field_names, self._id_field)
+
+    def _rejection_from(self, problems: Sequence[Mapping[str, Any]], where: str) -> InvalidRequestError:
+        reasons = [self._reason(p) for p in problems]
+        lines = []
+        for problem in problems[:MAX_REPORTED_ERRORS]:
+            location = problem["loc"]
+            index, field = (location[0], location[1]) if len(location) >= 2 else (location[0], "?")
+            text = f"{where}[{index}].{field}: {problem['msg']}"
+            if problem["type"] != "missing":
+                text += f" (got {_describe(problem.get('input'))})"
+            lines.append(text)
+        more = len(problems) - MAX_REPORTED_ERRORS
+        if more > 0:
+            lines.append(f"... and {more} more problem(s)")
+        return InvalidRequestError(reasons[0], "; ".join(lines))
+
+    def _reason(self, problem: Mapping[str, Any]) -> str:
+        kind = str(problem["type"])
+        value = problem.get("input")
+        if isinstance(value, float) and not math.isfinite(value):
+            return "not_finite"
+        if kind in _REASONS:
+            return _REASONS[kind]
+        if kind.endswith("_type") or kind.endswith("_parsing") or kind == "int_from_float":
+            return "wrong_type"
+        return "invalid_value"
+
+    # ---- v1: {"instances": [ {customer}, ... ]} ------------------------------------------------------
+
+    def parse_v1(self, body: Any) -> ParsedRequest:
+        if not isinstance(body, Mapping):
+            raise InvalidRequestError("malformed_request", 'body must be a JSON object {"instances": [...]}')
+        unknown = sorted(str(k) for k in body if k != "instances")
+        if unknown:
+            raise InvalidRequestError(
+                "extra_field", f"unknown top-level field(s) {unknown}: the v1 body is {{'instances': [...]}}"
+            )
+        if "instances" not in body:
+            raise InvalidRequestError("missing_field", "instances: field required (a list of customers)")
+        instances = body["instances"]
+        if not isinstance(instances, list):
+            raise InvalidRequestError("wrong_type", "instances: must be a list of customer objects")
+        self._check_size(len(instances), "instances")
+        for index, instance in enumerate(instances):
+            if not isinstance(instance, Mapping):
+                raise InvalidRequestError(
+                    "wrong_type",
+                    f"instances[{index}]: must be an object of customer fields, got {_describe(instance)}",
+                )
+        return self._validated(instances, "instances")
+
+    # ---- v2: one named input tensor per customer field ------------------------------------------------
+
+    def parse_v2(self, inputs: Sequence[tuple[str, str, Sequence[int], Any]]) -> ParsedRequest:
+        """`inputs`: (name, datatype, shape, data) per input tensor, as the request sent them."""
+        columns: dict[str, list[Any]] = {}
+        size: int | None = None
+        size_from = ""
+        for name, datatype, shape, data in inputs:
+            if name in columns:
+                raise InvalidRequestError("duplicate_input", f"input {name!r} is sent more than once")
+            spec = self._specs.get(name)
+            if spec is None and name != self._id_field:
+                raise InvalidRequestError(
+                    "extra_field", f"input {name!r} is not a customer field (expected {list(self._specs)})"
+                )
+            self._check_datatype(name, spec, datatype)
+            rows = self._rows(name, shape, data)
+            if size is None:
+                size, size_from = rows, name
+                self._check_size(rows, f"input {name!r}")
+            elif rows != size:
+                raise InvalidRequestError(
+                    "shape_mismatch",
+                    f"input {name!r} has {rows} rows but {size_from!r} has {size}: every input carries one "
+                    "value per customer",
+                )
+            columns[name] = self._flat(name, data, rows)
+        missing = [name for name in self._specs if name not in columns]
+        if missing:
+            raise InvalidRequestError("missing_field", f"missing input(s) {missing}")
+        assert size is not None
+        return self._from_columns(columns, size, "inputs")
+
+    def _check_datatype(self, name: str, spec: CategoryField | NumberField | None, datatype: str) -> None:
+        if spec is None or isinstance(spec, CategoryField):
+            allowed, kind = TEXT_DATATYPES, "text"
+        elif spec.kind == "integer":
+            allowed, kind = INTEGER_DATATYPES, "an integer"
+        else:
+            allowed, kind = NUMBER_DATATYPES, "a number"
+        if datatype not in allowed:
+            raise InvalidRequestError(
+                "wrong_datatype",
+                f"input {name!r} has datatype {datatype!r}; {name} is {kind}: use {sorted(allowed)[0]}"
+                if len(allowed) == 1
+                else f"input {name!r} has datatype {datatype!r}; {name} is {kind}: use one of {sorted(allowed)}",
+            )
+
+    @staticmethod
+    def _rows(name: str, shape: Sequence[int], data: Any) -> int:
+        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or shape[0] < 0:
+            raise InvalidRequestError(
+                "shape_mismatch", f"input {name!r} has shape {list(shape)}; expected [n] or [n, 1]"
+            )
+        rows = int(shape[0])
+        count = _count(data)
+        if count != rows:
+            raise InvalidRequestError(
+                "shape_mismatch", f"input {name!r} has shape {list(shape)} but {count} value(s)"
+            )
+        return rows
+
+    @staticmethod
+    def _flat(name: str, data: Any, rows: int) -> list[Any]:
+        """One value per customer. Non-finite numbers are left to the customer model (it names them)."""
+        if isinstance(data, np.ndarray):
+            values: list[Any] = data.reshape(rows).tolist()
+            if data.dtype == object:  # BYTES of the binary extension
+                for index, value in enumerate(values):
+                    if isinstance(value, bytes):
+                        try:
+                            values[index] = value.decode("utf-8")
+                        except UnicodeDecodeError:
+                            raise InvalidRequestError(
+                                "wrong_type", f"inputs[{index}].{name}: BYTES value is not UTF-8 text"
+                            ) from None
+            return values
+        if rows and isinstance(data[0], list):
+            return [item[0] if isinstance(item, list) and len(item) == 1 else item for item in data]
+        return list(data)
+
+
+def _count(data: Any) -> int:
+    """Number of scalar values in v2 tensor data (flat list, nested [[v], ...] lists, or an array)."""
+    if isinstance(data, np.ndarray):
+        return int(data.size)
+    if not isinstance(data, list):
+        raise InvalidRequestError("wrong_type", "tensor data must be a list")
+    total = 0
+    for item in data:
+        if isinstance(item, list):
+            if len(item) != 1 or isinstance(item[0], list):
+                raise InvalidRequestError("shape_mismatch", "tensor data must be flat or one value per row")
+            total += 1
+        else:
+            total += 1
+    return total
