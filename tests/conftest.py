@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from churn_model.contract import FeatureContract
 from churn_model.settings import ModelSettings
-
 from tests.support.services import REPO
 
 DATA_CANDIDATES = (

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from churn_authorizer.keys import ApiKey, KeysDocument, Scope, generate_key
 
+from churn_authorizer.keys import ApiKey, KeysDocument, Scope, generate_key
 from tests.support.services import REPO, ensure_redis, free_port, http_ok, wait_until
 
 

@@ -7,8 +7,8 @@ import time
 
 import httpx
 import pytest
-from churn_authorizer.keys import Scope
 
+from churn_authorizer.keys import Scope
 from tests.authorizer.conftest import issue, write_keys_file
 from tests.support.services import free_port
 

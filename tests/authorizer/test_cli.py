@@ -10,9 +10,9 @@ import sys
 
 import pytest
 import yaml
-from churn_authorizer.keys import KeysDocument, hash_key
 from typer.testing import CliRunner
 
+from churn_authorizer.keys import KeysDocument, hash_key
 from churnops.cli import app
 from tests.support.services import REPO
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from churn_authorizer.keys import Scope
 
+from churn_authorizer.keys import Scope
 from tests.authorizer.conftest import issue, write_keys_file
 from tests.support.services import REPO, free_port, http_ok, unavailable, wait_until
 

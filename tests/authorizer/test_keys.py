@@ -5,6 +5,7 @@ import os
 import re
 
 import pytest
+
 from churn_authorizer.keys import (
     KeysDocument,
     KeysFile,
@@ -16,7 +17,6 @@ from churn_authorizer.keys import (
     load_keys,
     parse_key_id,
 )
-
 from tests.authorizer.conftest import issue, write_keys_file
 
 KEY_SHAPE = re.compile(r"co_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")

@@ -9,13 +9,13 @@ from typing import TypeVar
 
 import pytest
 import redis as redis_sync
+
 from churn_authorizer.limiter import (
     RateDecision,
     RateLimiter,
     RateLimiterUnavailableError,
     redis_client,
 )
-
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
-from churn_authorizer.settings import AuthorizerSettings
 from jsonschema import Draft7Validator
 
+from churn_authorizer.settings import AuthorizerSettings
 from tests.support.services import REPO, unavailable
 
 AUTHORIZER = REPO / "manifests" / "authorizer"

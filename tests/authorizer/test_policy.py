@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from churn_authorizer.policy import normalize_path, required_scope
 from churn_authorizer.scopes import Scope
 

@@ -62,8 +62,12 @@ def serve_command(
     workers: Annotated[int, typer.Option(help="Transformer worker processes")] = 1,
     version: Annotated[str, typer.Option(help="Registered version or alias to serve")] = "champion",
     cv_repeats: Annotated[int, typer.Option(help="Repeated CV when training here (0: skip)")] = 0,
+    detector: Annotated[
+        bool, typer.Option(help="Also run the drift detector and post payload logs to it")
+    ] = True,
+    detector_port: Annotated[int, typer.Option(help="Drift detector HTTP port")] = 8095,
 ) -> None:
-    """Serve the local stack on 127.0.0.1: the predictor (MLServer) and the transformer, until Ctrl-C."""
+    """Serve the local stack on 127.0.0.1 until Ctrl-C: predictor (MLServer), transformer, drift detector."""
     from churn_model.pipeline import export_version, train
     from churn_model.registry import Registry, RegistryError
     from churn_model.settings import get_settings
@@ -91,13 +95,27 @@ def serve_command(
     if not predictor_python.exists():
         typer.echo(f"error: no predictor environment at {predictor_python} (run `make install`)", err=True)
         raise typer.Exit(1)
-    ports = ServingPorts(port, predictor_port, predictor_port + 1, predictor_port + 2)
-    components = serving_stack(artefact, info.version, predictor_python, ports, workers=workers)
+    ports = ServingPorts(port, predictor_port, predictor_port + 1, predictor_port + 2, detector_port)
+    detector_python = Path(os.environ.get("CHURNOPS_DRIFT_PYTHON", Path(".venv-drift") / "bin" / "python"))
+    components = serving_stack(
+        artefact,
+        info.version,
+        predictor_python,
+        ports,
+        workers=workers,
+        with_detector=detector,
+        detector_python=detector_python,
+    )
 
     def announce(_: object) -> None:
         typer.echo(f"\nchurn model {info.version} serving on http://127.0.0.1:{port} — Ctrl-C stops.\n")
         typer.echo("v1:\n" + CURL_V1.format(port=port) + "\n")
         typer.echo("v2:\n" + _curl_v2(port) + "\n")
+        if detector:
+            typer.echo(
+                f"drift detector and prediction store: http://127.0.0.1:{detector_port} "
+                "(/performance, /reports/drift/latest, /metrics)\n"
+            )
 
     code = run_stack(components, on_ready=announce, log=lambda line: typer.echo(line, err=True))
     raise typer.Exit(code)
