@@ -75,10 +75,8 @@ def wrapper_kustomization(
     if image_tag:
         document["images"] = [{"name": name, "newTag": image_tag} for name in IMAGES]
     if canary_percent is not None:
-        operations = [
-            {"op": "add", "path": f"/spec/{component}/canaryTrafficPercent", "value": canary_percent}
-            for component in ("predictor", "transformer")
-        ]
+        # One split for the whole pod: the transformer is collocated in the predictor's revisions.
+        operations = [{"op": "add", "path": "/spec/predictor/canaryTrafficPercent", "value": canary_percent}]
         document["patches"] = [
             {
                 "target": {"group": "serving.kserve.io", "kind": "InferenceService", "name": "churn"},

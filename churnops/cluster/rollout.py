@@ -1,19 +1,21 @@
 """Canary rollouts of model versions by KServe traffic split, with the registry aliases following along.
 
 - start (`churnops rollout VERSION --canary N`): the InferenceService serves VERSION's artefact; KServe
-  creates new revisions of both components and sends them N % (`canaryTrafficPercent`), the previously
-  rolled-out revisions keep the rest. Registry: `challenger` = VERSION. Repeating it with another N moves
-  the split of the same canary.
-- promote: 100 % to the new revisions, which become the rolled-out ones. Registry: VERSION becomes
+  creates a new predictor revision and sends it N % (`canaryTrafficPercent`), the previously rolled-out
+  revision keeps the rest. Registry: `challenger` = VERSION. Repeating it with another N moves the split of
+  the same canary.
+- promote: 100 % to the new revision, which becomes the rolled-out one. Registry: VERSION becomes
   `champion` (Registry.promote, which records the history and clears `challenger`).
 - abort: `canaryTrafficPercent: 0` with the spec back on the stable version: all traffic returns to the
-  previous revisions, which never stopped running, so it is a route change and not a redeploy (seconds).
+  previous revision, which never stopped running, so it is a route change and not a redeploy (seconds).
   Registry: `challenger` is cleared if it named VERSION; `champion` never changed.
+
+The transformer is collocated with the predictor (spec.predictor.containers, `transformer-container`), so
+a revision holds one model version of both halves and the predictor's split moves them together: a new
+transformer only ever talks to its own pod's MLServer, at its own version.
 
 The state lives in the overlay's rollout.yaml (git, GitOps): every command edits it, `--apply` also
 applies it with kubectl when a kube context is at hand, `--dry-run` only prints the rendered diff.
-KServe splits the transformer's and the predictor's traffic independently: see the README (Canary
-rollouts) for what that means with a transformer that insists on its own model version.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ if TYPE_CHECKING:
 
 Action = Literal["start", "promote", "settle", "abort"]
 READY_TIMEOUT_S = 120
+# kubectl jsonpath: the collocated transformer's image, then (one per line) the pre-collocation layout's.
+LIVE_TRANSFORMER_IMAGE = (
+    '{.spec.predictor.containers[?(@.name=="transformer-container")].image}{"\\n"}'
+    "{.spec.transformer.containers[0].image}"
+)
 
 
 class RolloutError(RuntimeError):
@@ -230,7 +237,11 @@ class Rollouts:
         return command
 
     def live_image_tag(self) -> str | None:
-        """The transformer image tag running now, so that a rollout does not also redeploy code."""
+        """The transformer image tag running now, so that a rollout does not also redeploy code.
+
+        The collocated transformer-container first; then the layout before collocation (spec.transformer),
+        so that the first rollout on a cluster not yet migrated keeps its images too.
+        """
         result = subprocess.run(
             [
                 *self._kubectl(),
@@ -240,15 +251,16 @@ class Rollouts:
                 "inferenceservice",
                 "churn",
                 "--output",
-                "jsonpath={.spec.transformer.containers[0].image}",
+                f"jsonpath={LIVE_TRANSFORMER_IMAGE}",
             ],
             capture_output=True,
             text=True,
             check=False,
         )
-        return (
-            image_tag_of(result.stdout.strip()) if result.returncode == 0 and result.stdout.strip() else None
-        )
+        if result.returncode != 0:
+            return None
+        images = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+        return image_tag_of(images[0]) if images else None
 
     def apply(self, *, image_tag: str | None = None) -> None:
         tag = image_tag or self.live_image_tag()

@@ -1,9 +1,11 @@
 """The rollout state of one environment: `kustomize/overlays/<env>/rollout.yaml`, kept in git (GitOps).
 
 The file patches two resources, and nothing else may carry rollout state:
-- the InferenceService's `storageUri` and `canaryTrafficPercent` (per component). Both are read by KServe
-  as traffic configuration; annotations or labels would be copied into the Knative revision template and
-  every promote or abort would create new revisions instead of shifting traffic;
+- the InferenceService predictor's `storageUri` and `canaryTrafficPercent`. The transformer is collocated
+  in the predictor's pods (spec.predictor.containers), so one split moves both halves and there is no
+  transformer component to patch. KServe reads both fields as traffic configuration; annotations or labels
+  would be copied into the Knative revision template and every promote or abort would create new revisions
+  instead of shifting traffic;
 - the `churn-rollout` ConfigMap: phase and versions, readable in the cluster, and the source of the drift
   detector's reference artefact (the stable version's).
 """
@@ -93,7 +95,6 @@ def read_state(overlay_dir: Path) -> RolloutState:
         spec = documents["InferenceService"]["spec"]
         data = documents["ConfigMap"]["data"]
         predictor_percent = int(spec["predictor"]["canaryTrafficPercent"])
-        transformer_percent = int(spec["transformer"]["canaryTrafficPercent"])
         state = RolloutState(
             phase=data["phase"],
             model_version=str(data["model-version"]),
@@ -104,8 +105,15 @@ def read_state(overlay_dir: Path) -> RolloutState:
         )
     except (KeyError, TypeError, ValueError) as error:
         raise StateError(f"{path}: malformed rollout state ({error})") from error
-    if predictor_percent != state.canary_percent or transformer_percent != state.canary_percent:
-        raise StateError(f"{path}: the components' canaryTrafficPercent disagree with canary-percent")
+    if set(spec) != {"predictor"}:
+        # A leftover `transformer:` (the layout before collocation) would make kustomize add a transformer
+        # component without containers to the InferenceService.
+        raise StateError(
+            f"{path}: the rollout state patches spec.predictor only (the transformer is collocated in the "
+            f"predictor's pods), not {', '.join(sorted(set(spec) - {'predictor'}))}"
+        )
+    if predictor_percent != state.canary_percent:
+        raise StateError(f"{path}: the predictor's canaryTrafficPercent disagrees with canary-percent")
     return state
 
 
@@ -120,7 +128,6 @@ def state_documents(state: RolloutState) -> list[dict[str, Any]]:
                     "canaryTrafficPercent": state.canary_percent,
                     "model": {"storageUri": state.storage_uri},
                 },
-                "transformer": {"canaryTrafficPercent": state.canary_percent},
             },
         },
         {

@@ -92,9 +92,10 @@ def test_authorization_policy_delegates_v1_v2_to_our_provider_and_spares_health(
     provider = load(MESH_SNIPPET)["spec"]["meshConfig"]["extensionProviders"][0]
     assert policy["action"] == "CUSTOM"
     assert policy["provider"]["name"] == provider["name"]
+    # The churn pods: the transformer is collocated with the predictor, so KServe labels them `predictor`.
     assert policy["selector"]["matchLabels"] == {
         "serving.kserve.io/inferenceservice": "churn",
-        "component": "transformer",
+        "component": "predictor",
     }
     (operation,) = [to["operation"] for rule in policy["rules"] for to in rule["to"]]
     assert set(operation["paths"]) == {"/v1/*", "/v2/*"}
@@ -126,9 +127,12 @@ def test_every_manifest_file_is_listed_in_its_kustomization():
         assert files == set(load(directory / "kustomization.yaml")["resources"])
 
 
-def test_envoy_filter_local_rate_limit_is_enforced_on_transformer_inbound():
+def test_envoy_filter_local_rate_limit_is_enforced_on_the_churn_pods_inbound():
     spec = resources(ISTIO)["EnvoyFilter"]["spec"]
-    assert spec["workloadSelector"]["labels"]["component"] == "transformer"
+    policy = resources(ISTIO)["AuthorizationPolicy"]["spec"]
+    # The same pods as the API-key policy: those running the (collocated) transformer.
+    assert spec["workloadSelector"]["labels"] == policy["selector"]["matchLabels"]
+    assert spec["workloadSelector"]["labels"]["component"] == "predictor"
     (patch,) = spec["configPatches"]
     assert patch["match"]["context"] == "SIDECAR_INBOUND"
     config = patch["patch"]["value"]["typed_config"]["value"]

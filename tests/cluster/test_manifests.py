@@ -48,25 +48,26 @@ def test_every_overlay_renders_and_validates_strictly(
     [
         (("spec", "predictor"), ("canaryTrafficPercent", "canaryTrafficPercnt")),
         (("spec", "predictor"), ("minReplicas", "minReplica")),
-        (("spec", "transformer"), ("scaleTarget", "scaleTraget")),
-        (("spec", "transformer", "logger"), ("mode", "mdoe")),
+        (("spec", "predictor"), ("scaleTarget", "scaleTraget")),
+        (("spec", "predictor", "logger"), ("mode", "mdoe")),
         (("spec", "predictor", "model"), ("storageUri", "storageURI")),
+        (("spec", "predictor", "containers", 0), ("startupProbe", "startupProbes")),
         (("metadata",), ("annotations", "annotation")),
     ],
 )
 def test_misspelt_inferenceservice_field_fails_validation(
-    rendered: dict[str, Documents], crds: CrdSchemas, path: tuple[str, ...], misspelt: tuple[str, str]
+    rendered: dict[str, Documents], crds: CrdSchemas, path: tuple[str | int, ...], misspelt: tuple[str, str]
 ):
     inference_service = find(rendered["prod"], "InferenceService")
     assert validate_custom_resource(inference_service, crds) == []
     broken = copy.deepcopy(inference_service)
-    node = broken
+    node: Any = broken
     for key in path:
         node = node[key]
     right, wrong = misspelt
     node[wrong] = node.pop(right)
     problems = validate_custom_resource(broken, crds)
-    assert problems, f"{'.'.join(path)}.{wrong} was accepted"
+    assert problems, f"{'.'.join(map(str, path))}.{wrong} was accepted"
     assert any(wrong in problem.message for problem in problems), problems
 
 
@@ -77,7 +78,8 @@ def test_wrong_types_and_values_in_the_inferenceservice_fail(
     for mutate in (
         lambda d: d["spec"]["predictor"].__setitem__("scaleMetric", "cpus"),
         lambda d: d["spec"]["predictor"].__setitem__("minReplicas", "2"),
-        lambda d: d["spec"]["transformer"]["logger"].__setitem__("mode", "everything"),
+        lambda d: d["spec"]["predictor"]["logger"].__setitem__("mode", "everything"),
+        lambda d: d["spec"]["predictor"]["containers"][0]["ports"][0].__setitem__("containerPort", "8080"),
     ):
         broken = copy.deepcopy(inference_service)
         mutate(broken)
@@ -104,24 +106,117 @@ def test_a_kind_without_a_published_schema_is_a_problem(crds: CrdSchemas, kubern
     assert "no published schema" in report.problems[0].message
 
 
+def transformer_container(inference_service: dict[str, Any]) -> dict[str, Any]:
+    (container,) = [
+        c
+        for c in inference_service["spec"]["predictor"]["containers"]
+        if c["name"] == "transformer-container"
+    ]
+    return container
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str | None]:
+    return {item["name"]: item.get("value") for item in container.get("env", [])}
+
+
+def args_of(container: dict[str, Any]) -> dict[str, str]:
+    return dict(arg.removeprefix("--").split("=", 1) for arg in container["args"])
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_both_components_load_the_same_artefact_and_log_to_the_detector(
+def test_transformer_is_collocated_with_the_predictor_on_one_artefact(
     overlay: str, rendered: dict[str, Documents]
 ):
+    """KServe's collocation: no transformer component, `transformer-container` in the predictor's pods.
+
+    One revision then pairs one model version of both halves, and the predictor's split moves them together.
+    The storage initializer mounts the model volume at /mnt/models into kserve-container and into a container
+    named exactly `transformer-container`; KServe's webhook refuses a STORAGE_URI in that container.
+    """
+    inference_service = find(rendered[overlay], "InferenceService", "churn")
+    spec = inference_service["spec"]
+    assert set(spec) == {"predictor"}
+    predictor = spec["predictor"]
+    assert [c["name"] for c in predictor["containers"]] == ["transformer-container"]
+    container = transformer_container(inference_service)
+    assert container["image"].startswith("ghcr.io/churnops/churnops-transformer:")
+    env = env_of(container)
+    assert env["CHURNOPS_MODEL_DIR"] == "/mnt/models"
+    assert "STORAGE_URI" not in env
+    assert args_of(container)["model_name"] == "churn"
+
+    model = predictor["model"]
+    assert model["storageUri"].startswith("s3://churnops-models/churn-model/")
+    assert model["modelFormat"]["name"] == "sklearn"
+    assert (model["runtime"], model["protocolVersion"]) == ("kserve-mlserver", "v2")
+    assert model["image"].startswith("ghcr.io/churnops/churnops-predictor:")
+    # One storageUri in the whole InferenceService: nothing else can name another version.
+    assert json.dumps(inference_service).count("s3://churnops-models/") == 1
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ports_inside_the_pod_fit_together(overlay: str, rendered: dict[str, Documents]):
+    """Transformer on the serving port, MLServer off it, the hop on MLServer's gRPC port over loopback."""
     documents = rendered[overlay]
     inference_service = find(documents, "InferenceService", "churn")
-    predictor, transformer = inference_service["spec"]["predictor"], inference_service["spec"]["transformer"]
-    container = transformer["containers"][0]
-    env = {item["name"]: item.get("value") for item in container["env"]}
-    assert env["STORAGE_URI"] == predictor["model"]["storageUri"]
-    assert env["CHURNOPS_MODEL_DIR"] == "/mnt/models"
-    assert "--model_name=churn" in container["args"]
-    assert predictor["model"]["modelFormat"]["name"] == "sklearn"
-    assert (predictor["model"]["runtime"], predictor["model"]["protocolVersion"]) == ("kserve-mlserver", "v2")
-    assert predictor["model"]["image"].startswith("ghcr.io/churnops/churnops-predictor:")
+    model = inference_service["spec"]["predictor"]["model"]
+    transformer = transformer_container(inference_service)
+    mlserver = {
+        k: int(v or 0) for k, v in env_of(model).items() if k.startswith("MLSERVER_") and k.endswith("_PORT")
+    }
+    args = args_of(transformer)
 
-    logger = urlparse(transformer["logger"]["url"])
-    assert transformer["logger"]["mode"] == "all"
+    # Knative: exactly one declared port in the pod, the transformer's, and no probes on the other container.
+    (port,) = transformer["ports"]
+    assert port["containerPort"] == int(args["http_port"]) == 8080
+    assert port.get("name") in (None, "http1")
+    assert "ports" not in model
+    assert not {"readinessProbe", "livenessProbe", "startupProbe"} & set(model)
+    # The runtime's MLSERVER_HTTP_PORT=8080 would collide with the transformer: overridden by the model.
+    assert set(mlserver) == {"MLSERVER_HTTP_PORT", "MLSERVER_GRPC_PORT", "MLSERVER_METRICS_PORT"}
+    assert len({port["containerPort"], *mlserver.values()}) == 4
+    assert args["enable_grpc"] == "false"  # 8081 stays MLServer's
+    assert args["predictor_protocol"] == "grpc-v2"
+    assert args["predictor_host"] == f"127.0.0.1:{mlserver['MLSERVER_GRPC_PORT']}"
+
+    # Probes on the serving port: readiness needs MLServer at the artefact's version, startup outlasts the
+    # transformer's own wait for it, so the process exits with its reason before the kubelet restarts it.
+    probes = {name: transformer[name] for name in ("readinessProbe", "livenessProbe", "startupProbe")}
+    assert all(probe["httpGet"]["port"] == port["containerPort"] for probe in probes.values())
+    assert probes["readinessProbe"]["httpGet"]["path"] == "/v2/models/churn/ready"
+    assert probes["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    startup = probes["startupProbe"]
+    allowed = startup.get("initialDelaySeconds", 0) + startup["periodSeconds"] * startup["failureThreshold"]
+    assert float(env_of(transformer)["CHURNOPS_STARTUP_TIMEOUT_S"] or 0) < allowed <= 150
+
+    # Prometheus: the transformer's declared port by number, MLServer's undeclared metrics port by relabelling.
+    monitors = {d["metadata"]["name"]: d for d in documents if d["kind"] == "PodMonitor"}
+    (transformer_endpoint,) = monitors["churn-transformer"]["spec"]["podMetricsEndpoints"]
+    assert transformer_endpoint["portNumber"] == port["containerPort"]
+    (predictor_endpoint,) = monitors["churn-predictor"]["spec"]["podMetricsEndpoints"]
+    assert not {"port", "portNumber", "targetPort"} & set(predictor_endpoint)
+    relabelings = predictor_endpoint["relabelings"]
+    keep = {
+        "sourceLabels": ["__meta_kubernetes_pod_container_name"],
+        "regex": "kserve-container",
+        "action": "keep",
+    }
+    assert keep in relabelings
+    (address,) = [r for r in relabelings if r.get("targetLabel") == "__address__"]
+    assert address["replacement"].endswith(f":{mlserver['MLSERVER_METRICS_PORT']}")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_payload_logger_on_the_collocated_pod_posts_to_the_detector(
+    overlay: str, rendered: dict[str, Documents]
+):
+    """KServe's agent proxies the pod's serving port, the transformer's (customers in, answers out)."""
+    documents = rendered[overlay]
+    predictor = find(documents, "InferenceService", "churn")["spec"]["predictor"]
+    declaring = [c["name"] for c in [predictor["model"], *predictor["containers"]] if c.get("ports")]
+    assert declaring == ["transformer-container"]
+    logger = urlparse(predictor["logger"]["url"])
+    assert predictor["logger"]["mode"] == "all"
     detector = find(documents, "Service", "churn-detector")
     assert logger.hostname == f"churn-detector.{detector['metadata']['namespace']}.svc.cluster.local"
     assert logger.port in (None, 80)
@@ -134,6 +229,33 @@ def test_both_components_load_the_same_artefact_and_log_to_the_detector(
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_everything_aimed_at_the_churn_pods_selects_the_predictor_component(
+    overlay: str, rendered: dict[str, Documents]
+):
+    """PDB, API-key policy, rate limit and both PodMonitors all select the collocated pods."""
+    churn_pods = {"serving.kserve.io/inferenceservice": "churn", "component": "predictor"}
+    documents = rendered[overlay]
+    selectors = {
+        f"{d['kind']}/{d['metadata']['name']}": (
+            d["spec"]["workloadSelector"]["labels"]
+            if d["kind"] == "EnvoyFilter"
+            else d["spec"]["selector"]["matchLabels"]
+        )
+        for d in documents
+        if d["kind"] in {"PodDisruptionBudget", "AuthorizationPolicy", "EnvoyFilter", "PodMonitor"}
+        and d["metadata"]["name"].startswith("churn-")
+    }
+    assert set(selectors) == {
+        "PodDisruptionBudget/churn-predictor",
+        "AuthorizationPolicy/churn-api-keys",
+        "EnvoyFilter/churn-local-ratelimit",
+        "PodMonitor/churn-transformer",
+        "PodMonitor/churn-predictor",
+    }
+    assert all(labels == churn_pods for labels in selectors.values()), selectors
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_serverless_autoscaling_on_concurrency_at_70_percent(overlay: str, rendered: dict[str, Documents]):
     inference_service = find(rendered[overlay], "InferenceService")
     annotations = inference_service["metadata"]["annotations"]
@@ -142,16 +264,18 @@ def test_serverless_autoscaling_on_concurrency_at_70_percent(overlay: str, rende
     assert annotations["autoscaling.knative.dev/target-utilization-percentage"] == "70"
     assert "autoscaling.knative.dev/scale-down-delay" in annotations
     expected = (1, 2) if overlay == "dev" else (2, 10)
-    for component in ("predictor", "transformer"):
-        spec = inference_service["spec"][component]
-        assert spec["scaleMetric"] == "concurrency"
-        assert (spec["minReplicas"], spec["maxReplicas"]) == expected
+    # One component scales: the transformer lives in the predictor's pods.
+    assert "transformer" not in inference_service["spec"]
+    spec = inference_service["spec"]["predictor"]
+    assert spec["scaleMetric"] == "concurrency"
+    assert spec["scaleTarget"] > 0
+    assert (spec["minReplicas"], spec["maxReplicas"]) == expected
 
 
 def _containers(document: dict[str, Any]) -> list[dict[str, Any]]:
     if document["kind"] == "InferenceService":
         spec = document["spec"]
-        return [spec["predictor"]["model"], *spec["transformer"]["containers"]]
+        return [spec["predictor"]["model"], *spec["predictor"]["containers"]]
     pod = document["spec"]["template"]["spec"]
     return [*pod.get("initContainers", []), *pod["containers"]]
 
@@ -176,12 +300,17 @@ def test_every_container_is_non_root_read_only_and_without_capabilities(
             assert container["resources"]["requests"], where
 
 
-def test_pod_disruption_budgets_cover_both_inferenceservice_components(rendered: dict[str, Documents]):
-    selectors = [
-        d["spec"]["selector"]["matchLabels"] for d in rendered["prod"] if d["kind"] == "PodDisruptionBudget"
+def test_one_pod_disruption_budget_covers_the_collocated_churn_pods(rendered: dict[str, Documents]):
+    budgets = [d for d in rendered["prod"] if d["kind"] == "PodDisruptionBudget"]
+    churn = [
+        d for d in budgets if d["spec"]["selector"]["matchLabels"].get("serving.kserve.io/inferenceservice")
     ]
-    for component in ("predictor", "transformer"):
-        assert {"serving.kserve.io/inferenceservice": "churn", "component": component} in selectors
+    assert [d["metadata"]["name"] for d in churn] == ["churn-predictor"]
+    assert churn[0]["spec"]["selector"]["matchLabels"] == {
+        "serving.kserve.io/inferenceservice": "churn",
+        "component": "predictor",
+    }
+    assert churn[0]["spec"]["maxUnavailable"] == 1
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -237,7 +366,8 @@ def test_render_with_image_tag_and_code_canary(workspace: ClusterSettings):
     assert all(image.endswith(":0123abc") for image in ours)
     assert "kserve/storage-initializer:v0.20.0" in images
     spec = find(documents, "InferenceService")["spec"]
-    assert spec["predictor"]["canaryTrafficPercent"] == spec["transformer"]["canaryTrafficPercent"] == 10
+    assert spec["predictor"]["canaryTrafficPercent"] == 10
+    assert "transformer" not in spec  # the code canary's patch adds no transformer component
 
     # A model canary in progress keeps its own split: one canary at a time.
     write_state(
@@ -249,7 +379,8 @@ def test_render_with_image_tag_and_code_canary(workspace: ClusterSettings):
     spec = find(
         parse_documents(render(workspace, "prod", image_tag="0123abc", canary_percent=10)), "InferenceService"
     )["spec"]
-    assert spec["predictor"]["canaryTrafficPercent"] == spec["transformer"]["canaryTrafficPercent"] == 30
+    assert spec["predictor"]["canaryTrafficPercent"] == 30
+    assert "transformer" not in spec
 
 
 def test_kustomization_wrapper_applies_what_render_shows(workspace: ClusterSettings, tmp_path: Path):

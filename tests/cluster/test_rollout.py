@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from churn_model.registry import CHALLENGER, CHAMPION, HISTORY_TAG, Registry
@@ -19,7 +20,7 @@ from churn_model.settings import ModelSettings
 from churnops.cluster.render import render
 from churnops.cluster.rollout import RolloutError, Rollouts
 from churnops.cluster.settings import ClusterSettings
-from churnops.cluster.state import read_state
+from churnops.cluster.state import StateError, read_state
 from churnops.cluster.validate import parse_documents, validate_custom_resource
 from tests.cluster.conftest import find
 
@@ -76,15 +77,23 @@ def rendered_isvc(
     return find(documents, "InferenceService"), documents
 
 
-def split(inference_service: dict[str, Any]) -> tuple[int, int, str, str]:
+def transformer_container(inference_service: dict[str, Any]) -> dict[str, Any]:
+    (container,) = [
+        c
+        for c in inference_service["spec"]["predictor"]["containers"]
+        if c["name"] == "transformer-container"
+    ]
+    return container
+
+
+def split(inference_service: dict[str, Any]) -> tuple[int, str]:
+    """(canaryTrafficPercent, storageUri) of the one component; the transformer rides along in its pods."""
     spec = inference_service["spec"]
-    env = {e["name"]: e["value"] for e in spec["transformer"]["containers"][0]["env"] if "value" in e}
-    return (
-        spec["predictor"]["canaryTrafficPercent"],
-        spec["transformer"]["canaryTrafficPercent"],
-        spec["predictor"]["model"]["storageUri"],
-        env["STORAGE_URI"],
-    )
+    assert set(spec) == {"predictor"}, "the transformer must stay collocated (no spec.transformer)"
+    env = {e["name"]: e.get("value") for e in transformer_container(inference_service)["env"]}
+    assert env["CHURNOPS_MODEL_DIR"] == "/mnt/models"
+    assert "STORAGE_URI" not in env
+    return spec["predictor"]["canaryTrafficPercent"], spec["predictor"]["model"]["storageUri"]
 
 
 def detector_reference(documents: list[dict[str, Any]]) -> str:
@@ -98,7 +107,7 @@ def test_rollout_canary_sets_traffic_percent_and_challenger_alias(workspace, reg
     rollouts.execute(plan)
 
     inference_service, documents = rendered_isvc(workspace)
-    assert split(inference_service) == (10, 10, URI.format(2), URI.format(2))
+    assert split(inference_service) == (10, URI.format(2))
     assert detector_reference(documents) == URI.format(1)  # the detector keeps the stable reference
     assert validate_custom_resource(inference_service, crds) == []
     assert read_state(rollouts.directory).phase == "canary"
@@ -107,7 +116,29 @@ def test_rollout_canary_sets_traffic_percent_and_challenger_alias(workspace, reg
 
     # The same version again moves the split of the running canary.
     rollouts.execute(rollouts.plan_start("challenger", 50))
-    assert split(rendered_isvc(workspace)[0])[:2] == (50, 50)
+    assert split(rendered_isvc(workspace)[0]) == (50, URI.format(2))
+
+
+def test_model_canary_moves_transformer_and_predictor_together(workspace, registry):
+    """The whole InferenceService changes in exactly two predictor fields, nothing per half.
+
+    A new storageUri makes KServe create one new predictor revision, whose pods hold MLServer AND the
+    transformer on the same /mnt/models (the new version's artefact); canaryTrafficPercent splits between
+    whole pods. So no new transformer ever meets an old predictor, and no old transformer a new one.
+    """
+    before, _ = rendered_isvc(workspace)
+    rollouts = Rollouts(workspace, registry, "prod")
+    rollouts.execute(rollouts.plan_start("2", 10))
+    after, _ = rendered_isvc(workspace)
+
+    assert split(before) == (100, URI.format(1))
+    assert split(after) == (10, URI.format(2))
+    expected = json.loads(json.dumps(before))
+    expected["spec"]["predictor"]["canaryTrafficPercent"] = 10
+    expected["spec"]["predictor"]["model"]["storageUri"] = URI.format(2)
+    assert after == expected
+    # Both halves of the new revision read the one artefact KServe downloads for it.
+    assert transformer_container(after) == transformer_container(before)
 
 
 def test_rollout_promote_routes_all_traffic_and_makes_the_version_champion(workspace, registry):
@@ -116,7 +147,7 @@ def test_rollout_promote_routes_all_traffic_and_makes_the_version_champion(works
     rollouts.execute(rollouts.plan_promote())
 
     inference_service, documents = rendered_isvc(workspace)
-    assert split(inference_service) == (100, 100, URI.format(2), URI.format(2))
+    assert split(inference_service) == (100, URI.format(2))
     assert detector_reference(documents) == URI.format(2)
     assert registry.alias_target(CHAMPION) == "2"
     assert registry.alias_target(CHALLENGER) is None
@@ -131,9 +162,9 @@ def test_rollout_abort_returns_traffic_to_the_previous_version(workspace, regist
     rollouts.execute(rollouts.plan_abort())
 
     inference_service, documents = rendered_isvc(workspace)
-    # 0 % to the latest revisions: all traffic on the revisions that served version 1 before the canary,
+    # 0 % to the latest revision: all traffic on the revision that served version 1 before the canary,
     # and the spec itself back on version 1, so no later deploy can bring version 2 back by accident.
-    assert split(inference_service) == (0, 0, URI.format(1), URI.format(1))
+    assert split(inference_service) == (0, URI.format(1))
     assert detector_reference(documents) == URI.format(1)
     assert registry.alias_target(CHALLENGER) is None
     assert registry.alias_target(CHAMPION) == "1"
@@ -141,7 +172,7 @@ def test_rollout_abort_returns_traffic_to_the_previous_version(workspace, regist
 
     # Settling the aborted rollout: 100 % to the latest revisions (version 1 again); the registry stays.
     rollouts.execute(rollouts.plan_promote())
-    assert split(rendered_isvc(workspace)[0]) == (100, 100, URI.format(1), URI.format(1))
+    assert split(rendered_isvc(workspace)[0]) == (100, URI.format(1))
     assert registry.alias_target(CHAMPION) == "1"
 
 
@@ -190,11 +221,14 @@ def test_rollout_dry_run_prints_the_manifest_diff_and_changes_nothing(cli_env, r
     result = CliRunner().invoke(app, ["rollout", "2", "--canary", "10", "--overlay", "prod", "--dry-run"])
     assert result.exit_code == 0, result.output
     diff = result.stdout
-    assert "-    canaryTrafficPercent: 100" in diff
-    assert "+    canaryTrafficPercent: 10" in diff
+    # One split and one storageUri: the transformer is collocated, so nothing of its own changes.
+    changed = [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert [line for line in changed if "canaryTrafficPercent" in line] == [
+        "-    canaryTrafficPercent: 100",
+        "+    canaryTrafficPercent: 10",
+    ]
     assert f"+      storageUri: {URI.format(2)}" in diff
-    # The transformer's STORAGE_URI follows the predictor's storageUri.
-    assert f"- name: STORAGE_URI\n-        value: {URI.format(1)}\n+        value: {URI.format(2)}" in diff
+    assert not [line for line in changed if "transformer" in line or "STORAGE_URI" in line]
     assert "+  phase: canary" in diff
     assert state_file.read_bytes() == before
     assert registry.alias_target(CHALLENGER) is None
@@ -227,20 +261,25 @@ log={log}
 if [ "$1" = kustomize ]; then exec {real} "$@"; fi
 echo "$*" >> "$log/calls"
 case " $* " in
-  *" get "*) echo "ghcr.io/churnops/churnops-transformer:live1234" ;;
+  *" get "*) printf '{live}' ;;
   *" apply -k "*) dir="${{*: -1}}"; cp "$dir/kustomization.yaml" "$log/applied.yaml" 2>/dev/null || true
                   {real} kustomize "$dir" > "$log/applied-rendered.yaml"; exit {apply_exit} ;;
 esac
 """
 
 
-def fake_kubectl(tmp_path: Path, apply_exit: int = 0) -> Path:
+# What `kubectl get -o jsonpath=LIVE_TRANSFORMER_IMAGE` prints: the collocated transformer-container's image,
+# a newline, and the pre-collocation spec.transformer image (empty once migrated).
+LIVE_COLLOCATED = "ghcr.io/churnops/churnops-transformer:live1234\\n"
+
+
+def fake_kubectl(tmp_path: Path, apply_exit: int = 0, live: str = LIVE_COLLOCATED) -> Path:
     real = shutil.which("kubectl")
     assert real is not None
     log = tmp_path / "kubectl-log"
     log.mkdir(exist_ok=True)
     script = tmp_path / "kubectl"
-    script.write_text(FAKE_KUBECTL.format(log=log, real=real, apply_exit=apply_exit))
+    script.write_text(FAKE_KUBECTL.format(log=log, real=real, apply_exit=apply_exit, live=live))
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return script
 
@@ -259,9 +298,34 @@ def test_rollout_apply_applies_with_kubectl_keeping_the_live_images(workspace, r
     assert calls[2].startswith("--context prod-eu --namespace churnops wait --for=condition=Ready")
     applied = parse_documents((log / "applied-rendered.yaml").read_text())
     inference_service = find(applied, "InferenceService")
-    assert split(inference_service)[:3] == (10, 10, URI.format(2))
-    assert inference_service["spec"]["transformer"]["containers"][0]["image"].endswith(":live1234")
+    assert split(inference_service) == (10, URI.format(2))
+    assert transformer_container(inference_service)["image"].endswith(":live1234")
+    assert inference_service["spec"]["predictor"]["model"]["image"].endswith(":live1234")
     assert registry.alias_target(CHALLENGER) == "2"
+    assert "transformer-container" in calls[0]  # the jsonpath asks for the collocated container
+
+
+def test_live_image_tag_falls_back_to_the_layout_before_collocation(workspace, registry, tmp_path):
+    """A cluster still running spec.transformer: its image tag is kept by the (migrating) rollout."""
+    settings = workspace.model_copy(
+        update={
+            "kubectl": str(fake_kubectl(tmp_path, live="\\nghcr.io/churnops/churnops-transformer:old99\\n"))
+        }
+    )
+    assert Rollouts(settings, registry, "prod").live_image_tag() == "old99"
+    (tmp_path / "none").mkdir()
+    settings = workspace.model_copy(update={"kubectl": str(fake_kubectl(tmp_path / "none", live="\\n"))})
+    assert Rollouts(settings, registry, "prod").live_image_tag() is None
+
+
+def test_rollout_state_refuses_a_transformer_section(workspace):
+    """A rollout file from before collocation would make kustomize add an empty transformer component."""
+    path = workspace.overlays_dir / "prod" / "rollout.yaml"
+    documents = list(yaml.safe_load_all(path.read_text()))
+    documents[0]["spec"]["transformer"] = {"canaryTrafficPercent": 100}
+    path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    with pytest.raises(StateError, match="collocated"):
+        read_state(path.parent)
 
 
 def test_rollout_apply_failure_restores_the_file_and_leaves_the_registry(workspace, registry, tmp_path):

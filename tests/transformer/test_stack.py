@@ -27,14 +27,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_serve_starts_both_components_answers_and_stops_them_on_sigint(trained_model, customers, tmp_path):
+def test_serve_starts_all_components_answers_and_stops_them_on_sigint(trained_model, customers, tmp_path):
     # A copy of the session's ChurnOps home: `serve` re-exports the champion into <home>/models, which
     # must not replace the artefact the other tests' predictor serves.
     home = tmp_path / "home"
     shutil.copytree(trained_model.settings.home, home, ignore=shutil.ignore_patterns("models"))
-    port, predictor_port = free_port(), free_port()
-    while predictor_port + 2 in (port, port + 1):
-        predictor_port = free_port()
+    port, predictor_port, detector_port = free_port(), free_port(), free_port()
+    while predictor_port + 2 in (port, port + 1) or detector_port in range(
+        predictor_port, predictor_port + 3
+    ):
+        predictor_port, detector_port = free_port(), free_port()
     output = tmp_path / "serve.log"
     env = {
         **os.environ,
@@ -43,7 +45,16 @@ def test_serve_starts_both_components_answers_and_stops_them_on_sigint(trained_m
     }
     with output.open("wb") as sink:
         serve = subprocess.Popen(
-            [CHURNOPS, "serve", "--port", str(port), "--predictor-port", str(predictor_port)],
+            [
+                CHURNOPS,
+                "serve",
+                "--port",
+                str(port),
+                "--predictor-port",
+                str(predictor_port),
+                "--detector-port",
+                str(detector_port),
+            ],
             cwd=REPO,
             env=env,
             stdout=sink,
@@ -60,7 +71,16 @@ def test_serve_starts_both_components_answers_and_stops_them_on_sigint(trained_m
         assert f"http://127.0.0.1:{port}/v1/models/churn:predict" in text
         assert f"http://127.0.0.1:{port}/v2/models/churn/infer" in text
         pids = [int(pid) for pid in re.findall(r"ready \(pid (\d+)\)", text)]
-        assert len(pids) == 2
+        assert len(pids) == 3  # detector, predictor, transformer
+        # The transformer's payload logger reaches the detector, as KServe's agent would in the cluster.
+        wait_until(
+            lambda: (
+                'churn_payload_joins_total{outcome="joined"} 1.0'
+                in httpx.get(f"http://127.0.0.1:{detector_port}/metrics").text
+            ),
+            30,
+            "the request/response pair at the detector",
+        )
         assert all(_alive(pid) for pid in pids)
         serve.send_signal(signal.SIGINT)
         assert serve.wait(60) == 0
@@ -72,6 +92,7 @@ def test_serve_starts_both_components_answers_and_stops_them_on_sigint(trained_m
     text = output.read_text()
     assert "predictor stopped" in text
     assert "transformer stopped" in text
+    assert "detector stopped" in text
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=2)
 

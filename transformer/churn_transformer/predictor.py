@@ -259,7 +259,7 @@ class StartupError(RuntimeError):
 def wait_for_predictor(protocol: str, target: PredictorTarget, timeout_s: float) -> None:
     """Block until the predictor serves the artefact's model version; refuse a version mismatch.
 
-    The predictor may still be loading when the transformer starts (in KServe they are separate pods), so
+    The predictor may still be loading when the transformer starts (collocated containers start together), so
     "not reachable" and "model not loaded yet" are waited out. A predictor that has the model loaded but
     not at our version is a mismatch and fails at once.
     """

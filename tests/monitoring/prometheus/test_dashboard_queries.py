@@ -210,7 +210,13 @@ def query(base: str, expr: str) -> dict:
 
 @pytest.mark.parametrize(("panel", "expr"), dashboard_queries(), ids=[p for p, _ in dashboard_queries()])
 def test_dashboard_query_parses_and_returns_data(stack, panel, expr):
+    # rate() needs two samples of a series inside its range: on a loaded machine a scrape can miss its
+    # 1 s deadline, so give the data up to 30 s to arrive before calling the panel empty.
+    deadline = time.monotonic() + 30
     data = query(stack, expr)
+    while not data["result"] and time.monotonic() < deadline:
+        time.sleep(1)
+        data = query(stack, expr)
     assert data["result"], f"{panel}: no data for {expr}"
 
 
