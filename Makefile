@@ -21,7 +21,8 @@ help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 # One environment per runtime, as in the cluster each runs in its own image: kserve and MLServer pin
-# incompatible FastAPI releases, and alibi-detect needs numpy<2.
+# incompatible FastAPI releases, and alibi-detect needs numpy<2. The predictor's holds only the `predictor`
+# extra's libraries, not ChurnOps: like the stock MLServer image, it must serve our model without our code.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP) --upgrade pip
@@ -31,7 +32,8 @@ $(VENV)/.installed: pyproject.toml
 $(PREDICTOR_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(PREDICTOR_VENV)
 	$(PREDICTOR_VENV)/bin/pip install $(PIP) --upgrade pip
-	$(PREDICTOR_VENV)/bin/pip install $(PIP) '.[predictor]'
+	$(PYTHON) scripts/extra_requirements.py predictor > $(PREDICTOR_VENV)/requirements.txt
+	$(PREDICTOR_VENV)/bin/pip install $(PIP) -r $(PREDICTOR_VENV)/requirements.txt
 	touch $@
 
 $(DRIFT_VENV)/.installed: pyproject.toml

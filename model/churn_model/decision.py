@@ -17,6 +17,16 @@ from churn_model.contract import CustomerBatch, FeatureContract, FloatArray, Int
 
 BoolArray = npt.NDArray[np.bool_]
 
+# What the service answers per customer (and batch scoring writes, but for top_factors), in this order.
+ANSWER_FIELDS = (
+    "churn_probability",
+    "churn_prediction",
+    "risk_level",
+    "recommended_action",
+    "top_factors",
+    "model_version",
+)
+
 
 @dataclass(frozen=True)
 class Decisions:

@@ -31,15 +31,6 @@ EVENT_TYPES: dict[str, Literal["request", "response"]] = {REQUEST_TYPE: "request
 SPEC_VERSION = "1.0"
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 ID_FIELD = "customerID"
-ANSWER_FIELDS = (
-    "churn_probability",
-    "churn_prediction",
-    "risk_level",
-    "recommended_action",
-    "top_factors",
-    "model_version",
-    "customer_id",
-)
 
 EventKind = Literal["request", "response"]
 

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from churn_authorizer.keys import ApiKey, KeysDocument, Scope, generate_key
-from tests.support.services import REPO, ensure_redis, free_port, http_ok, wait_until
+from tests.support.services import REPO, LocalProcess, ensure_redis, free_port, http_ok, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -89,31 +89,13 @@ def keys_file(tmp_path: Path, keyring: KeyRing) -> Path:
     return write_keys_file(tmp_path / "keys.json", *keyring.all())
 
 
-@dataclass
-class AuthorizerProcess:
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
+class AuthorizerProcess(LocalProcess):
     def check(self, method: str, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
         """What Envoy sends: the original method and path under the check prefix, no body."""
         return httpx.request(method, f"{self.url}/check{path}", headers=headers or {}, timeout=5.0)
 
     def logs(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        return self.log_text()
 
 
 StartAuthorizer = Callable[..., AuthorizerProcess]

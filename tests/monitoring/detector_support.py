@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -25,33 +24,11 @@ from typing import Any
 import httpx
 import numpy as np
 
-from tests.support.services import REPO, free_port, wait_until
+from tests.support.services import REPO, LocalProcess, free_port, wait_until
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 AGENT_SOURCE = "http://localhost:9081/"  # KServe agent's default --source-uri
-INTEGER_FIELDS = ("SeniorCitizen", "tenure")
-NUMBER_FIELDS = ("MonthlyCharges", "TotalCharges")
-
-
-def typed_customer(row: Mapping[str, str]) -> dict[str, Any]:
-    """A CSV row as a client sends it to the transformer: numbers as JSON numbers, with `customerID`."""
-    customer: dict[str, Any] = {}
-    for name, value in row.items():
-        if name == "Churn":
-            continue
-        if name in INTEGER_FIELDS:
-            customer[name] = int(value)
-        elif name in NUMBER_FIELDS:
-            customer[name] = float(value) if value.strip() else 0.0
-        else:
-            customer[name] = value
-    return customer
-
-
-def sample_customers(rows: Sequence[Mapping[str, str]], n: int, seed: int = 0) -> list[dict[str, Any]]:
-    picks = np.random.default_rng(seed).choice(len(rows), size=n, replace=n > len(rows))
-    return [typed_customer(rows[int(i)]) for i in picks]
 
 
 class Scorer:
@@ -412,34 +389,12 @@ def metric_value(text: str, name: str, labels: Mapping[str, str] | None = None) 
 # --- the detector as a real process ------------------------------------------------------------------------
 
 
-@dataclass
-class DetectorProcess:
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
+class DetectorProcess(LocalProcess):
     def metrics_text(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=5).text
 
     def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
         return metric_value(self.metrics_text(), name, labels)
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        return int(self.process.returncode)
 
 
 def start_detector(

@@ -30,26 +30,8 @@ from churnops.stack import (
     stop_component,
     transformer_component,
 )
+from tests.support.customers import customer_from_row
 from tests.support.services import free_port, predictor_python, unavailable
-
-INTEGER_FIELDS = {"SeniorCitizen", "tenure"}
-NUMBER_FIELDS = {"MonthlyCharges", "TotalCharges"}
-
-
-def customer_from_row(row: dict[str, str], with_id: bool = True) -> dict[str, Any]:
-    """A CSV row as a client would send it: typed numbers, the blank TotalCharges of new customers as 0."""
-    customer: dict[str, Any] = {}
-    for name, text in row.items():
-        if name == "Churn" or (name == "customerID" and not with_id):
-            continue
-        if name in INTEGER_FIELDS:
-            customer[name] = int(text)
-        elif name in NUMBER_FIELDS:
-            customer[name] = float(text) if text.strip() else 0.0
-        else:
-            customer[name] = text
-    return customer
-
 
 DATATYPES = {"SeniorCitizen": "INT64", "tenure": "INT64", "MonthlyCharges": "FP64", "TotalCharges": "FP64"}
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from churn_model.contract import CategoryField, Encoder, FeatureContract
 from churn_transformer.main import resolve_protocol
 from churn_transformer.validation import InvalidRequestError, RequestValidator, customer_model
-from tests.transformer.conftest import customer_from_row
+from tests.support.customers import customer_from_row
 
 
 @pytest.fixture(scope="module")

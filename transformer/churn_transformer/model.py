@@ -21,6 +21,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from churn_model.artefact import MODEL_SETTINGS_FILE, ArtefactError, verify_artefact
 from churn_model.contract import FeatureContract
+from churn_model.decision import ANSWER_FIELDS
 from churn_transformer import context
 from churn_transformer.engine import Scored, Scorer
 from churn_transformer.metrics import get_metrics
@@ -33,15 +34,6 @@ from churn_transformer.predictor import (
 from churn_transformer.routes import V2Request
 from churn_transformer.settings import TransformerSettings
 from churn_transformer.validation import InvalidRequestError, ParsedRequest, RequestValidator
-
-OUTPUT_FIELDS = (
-    "churn_probability",
-    "churn_prediction",
-    "risk_level",
-    "recommended_action",
-    "top_factors",
-    "model_version",
-)
 
 
 @dataclass(frozen=True)
@@ -272,7 +264,7 @@ class ChurnTransformer(Model):  # type: ignore[misc]
         datatypes = {"churn_probability": "FP64", "churn_prediction": "BOOL"}
         return [
             {"name": name, "datatype": datatypes.get(name, "BYTES"), "shape": [-1]}
-            for name in ("customer_id", *OUTPUT_FIELDS)
+            for name in ("customer_id", *ANSWER_FIELDS)
         ]
 
     def stop(self) -> None:

@@ -14,14 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.monitoring.detector_support import (
-    Scorer,
-    metric_value,
-    post_call,
-    sample_customers,
-    v1_request,
-    v1_response,
-)
+from tests.monitoring.detector_support import Scorer, metric_value, post_call, v1_request, v1_response
+from tests.support.customers import sample_customers
 from tests.support.services import REPO, free_port, http_ok, unavailable, wait_until
 
 DOCKERFILE = REPO / "monitoring" / "Dockerfile"

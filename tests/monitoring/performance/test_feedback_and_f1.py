@@ -28,10 +28,10 @@ from tests.monitoring.detector_support import (
     postgres_database,
     slack_receiver,
     start_detector,
-    typed_customer,
     v1_request,
     v1_response,
 )
+from tests.support.customers import customer_from_row
 from tests.support.services import REPO, ensure_postgres
 
 pytestmark = pytest.mark.integration
@@ -82,8 +82,8 @@ def log_calls(client, scorer, customers, *, batch=10, at=None):
 
 def test_label_joins_the_latest_prediction_within_the_horizon(client, scorer, telco_rows, database_url):
     test_client, detector = client
-    customer = typed_customer(telco_rows[0])
-    other = typed_customer(telco_rows[1])
+    customer = customer_from_row(telco_rows[0])
+    other = customer_from_row(telco_rows[1])
     now = datetime.now(UTC)
     log_calls(test_client, scorer, [customer], at=now - timedelta(days=20))
     log_calls(test_client, scorer, [customer], at=now - timedelta(days=2))
@@ -159,7 +159,7 @@ def test_feedback_body_that_is_not_json_gets_400(client):
 def test_live_f1_below_floor_alerts_slack_once_with_enough_labels(client, scorer, telco_rows, slack):
     test_client, _ = client
     rows = telco_rows[100:500]
-    customers = [typed_customer(r) for r in rows]
+    customers = [customer_from_row(r) for r in rows]
     log_calls(test_client, scorer, customers)
     truth = np.array([r["Churn"] == "Yes" for r in rows])
     probabilities = scorer.probabilities(customers)
@@ -223,7 +223,7 @@ def test_live_f1_below_floor_alerts_slack_once_with_enough_labels(client, scorer
 def test_no_f1_alert_below_the_minimum_number_of_labels(client, scorer, telco_rows, slack):
     test_client, _ = client
     rows = telco_rows[600:640]
-    customers = [typed_customer(r) for r in rows]
+    customers = [customer_from_row(r) for r in rows]
     log_calls(test_client, scorer, customers)
     wrong = [
         {"customer_id": c["customerID"], "churned": r["Churn"] != "Yes"}
@@ -257,7 +257,7 @@ def test_feedback_command_posts_a_csv_to_the_service_or_writes_directly(
     try:
         import httpx
 
-        customers = [typed_customer(r) for r in telco_rows[700:720]]
+        customers = [customer_from_row(r) for r in telco_rows[700:720]]
         with httpx.Client(timeout=10) as http:
             post_call(http, f"{detector.url}/", v1_request(customers), v1_response(scorer.answers(customers)))
         labels_file = tmp_path / "labels.csv"

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from churnops.stack import ServingPorts, StackError, predictor_component, start_component, stop_component
-from tests.monitoring.detector_support import sample_customers, start_detector
+from tests.monitoring.detector_support import start_detector
+from tests.support.customers import sample_customers
 from tests.support.services import REPO, free_port, predictor_python, unavailable, wait_until
 from tests.transformer.conftest import start_transformer
 

@@ -10,12 +10,12 @@ from tests.monitoring.detector_support import (
     Scorer,
     post_call,
     postgres_database,
-    sample_customers,
     start_detector,
     v1_request,
     v1_response,
     wait_for_metric,
 )
+from tests.support.customers import sample_customers
 from tests.support.services import drift_python, ensure_postgres
 
 pytestmark = pytest.mark.integration

@@ -18,13 +18,13 @@ from tests.monitoring.detector_support import (
     kserve_headers,
     metric_value,
     post_call,
-    sample_customers,
     slack_receiver,
     v1_request,
     v1_response,
     v2_request,
     v2_response,
 )
+from tests.support.customers import sample_customers
 from tests.support.services import wait_until
 
 WINDOW = 200

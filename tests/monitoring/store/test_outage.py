@@ -23,13 +23,13 @@ from tests.monitoring.detector_support import (
     TcpProxy,
     post_call,
     postgres_database,
-    sample_customers,
     slack_receiver,
     start_detector,
     v1_request,
     v1_response,
     wait_for_metric,
 )
+from tests.support.customers import sample_customers
 from tests.support.services import ensure_postgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
