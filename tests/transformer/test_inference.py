@@ -448,6 +448,9 @@ def test_metrics_add_up_across_worker_processes(transformer, customers, trained_
         assert _samples(after, count)[count] - _samples(before, count)[count] >= 30
         info = f'churn_model_info{{version="{trained_model.version}"}}'
         assert _samples(after, info)[info] == 1.0
+        for code, answered in (("2xx", 30), ("4xx", 4), ("5xx", 0)):  # the scrapes themselves not counted
+            responses = f'churn_inference_responses_total{{code="{code}",protocol="v1"}}'
+            assert _samples(after, responses)[responses] - _samples(before, responses)[responses] == answered
         assert "request_predict_seconds_count" in after  # KServe's own metrics are still there
 
 

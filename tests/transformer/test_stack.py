@@ -86,8 +86,16 @@ def test_serve_starts_all_components_answers_and_stops_them_on_sigint(trained_mo
         assert serve.wait(60) == 0
     finally:
         if serve.poll() is None:
-            serve.kill()
-            serve.wait()
+            # Let the stack stop its components itself; SIGKILL would orphan them (own sessions).
+            serve.send_signal(signal.SIGINT)
+            try:
+                serve.wait(60)
+            except subprocess.TimeoutExpired:
+                serve.kill()
+                serve.wait()
+        for pid in re.findall(r"ready \(pid (\d+)\)", output.read_text()):
+            if _alive(int(pid)):
+                os.kill(int(pid), signal.SIGKILL)
     assert not any(_alive(pid) for pid in pids)
     text = output.read_text()
     assert "predictor stopped" in text

@@ -4,7 +4,8 @@
 - `/v2/health/ready` is true only when every model is healthy (contract loaded, predictor answering for our
   version): KServe's own predictor health check cannot be used with MLServer (see README).
 - A pure ASGI middleware on the inference routes: takes or makes `X-Request-ID` (and returns it), times the
-  request end to end, writes one JSON log line, counts metrics, and feeds the local payload logger.
+  request end to end, writes one JSON log line, counts metrics (every answer by protocol and status class,
+  in churn_inference_responses_total), and feeds the local payload logger.
 - Error handlers turn bad input into 400s that name the field and the reason, an unreachable predictor
   into a 503 with a clear message, and never put a stack trace in a response.
 - `/metrics` aggregates every worker process (prometheus-client multiprocess mode).
@@ -36,7 +37,7 @@ from kserve.protocol.rest.server import RESTServer
 from timing_asgi import TimingMiddleware  # type: ignore[import-untyped]
 
 from churn_transformer import context
-from churn_transformer.metrics import get_metrics, render_metrics
+from churn_transformer.metrics import get_metrics, render_metrics, status_class
 from churn_transformer.payload_logger import EventSource, PayloadLogger
 from churn_transformer.predictor import PredictorUnavailableError
 from churn_transformer.routes import inference_routes
@@ -80,9 +81,18 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-def _is_inference(scope: Scope) -> bool:
+def _inference_protocol(scope: Scope) -> str | None:
+    """The `protocol` label of an inference request, None for anything else (health, readiness, model
+    metadata, /metrics), which the middleware passes through uncounted and unlogged. A :predict or /infer
+    path outside /v1/ or /v2/ is "other" (it gets a 404): the label stays a closed set whatever the path."""
+    if scope.get("method") != "POST":
+        return None
     path: str = scope.get("path", "")
-    return scope.get("method") == "POST" and (path.endswith(":predict") or path.endswith("/infer"))
+    if path.endswith(":predict"):
+        return "v1" if path.startswith("/v1/") else "other"
+    if path.endswith("/infer"):
+        return "v2" if path.startswith("/v2/") else "other"
+    return None
 
 
 def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
@@ -102,7 +112,8 @@ class RequestMiddleware:
         self.payload_logger = payload_logger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _is_inference(scope):
+        protocol = _inference_protocol(scope) if scope["type"] == "http" else None
+        if protocol is None:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -139,7 +150,7 @@ class RequestMiddleware:
         finally:
             context.CURRENT.reset(token)
             elapsed = time.perf_counter() - started
-            self._account(scope, record, status, elapsed)
+            self._account(scope, record, protocol, status, elapsed)
             if self.payload_logger is not None:
                 request_headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
                 self.payload_logger.submit(
@@ -151,8 +162,14 @@ class RequestMiddleware:
                 )
 
     @staticmethod
-    def _account(scope: Scope, record: context.RequestRecord, status: int, elapsed: float) -> None:
+    def _account(
+        scope: Scope, record: context.RequestRecord, protocol: str, status: int, elapsed: float
+    ) -> None:
         metrics = get_metrics()
+        # Once per answer, here where the status is final: exception handlers inside this middleware have
+        # turned errors into 4xx/503; an exception escaping it stays status 500, which Starlette's outermost
+        # handler (_internal) then answers.
+        metrics.responses.labels(protocol, status_class(status)).inc()
         if status == 200:
             metrics.duration.observe(elapsed)
         elif 400 <= status < 500:

@@ -112,7 +112,9 @@ def stack(artefact_dir, trained_model, tmp_path_factory, telco_rows):
         )
         base = f"http://127.0.0.1:{prometheus_port}"
         wait_until(lambda: _ready(base), 60, "prometheus")
-        _traffic(transformer.url, detector.url, telco_rows)
+        # Traffic only once every target has been scraped: Prometheus applies new targets every few
+        # seconds, and a counter first scraped after the traffic shows no increase to rate() (the ratios
+        # would be 0/0).
         try:
             wait_until(lambda: _all_up(base), 30, "three scrape targets up")
         except TimeoutError:
@@ -120,6 +122,7 @@ def stack(artefact_dir, trained_model, tmp_path_factory, telco_rows):
             pytest.fail(
                 f"scrape targets not all up: {[(t['scrapePool'], t['health'], t['lastError']) for t in targets]}"
             )
+        _traffic(transformer.url, detector.url, telco_rows)
         yield base
     except StackError as error:
         pytest.fail(f"stack did not start: {error}")
@@ -148,7 +151,8 @@ def _all_up(base: str) -> bool:
 
 
 def _traffic(transformer: str, detector: str, telco_rows) -> None:
-    """A little of everything: scored customers (enough for windows), refused requests, labels."""
+    """A little of everything: scored customers (enough for windows), a refused request, labels. No 5xx:
+    the transformer's 5xx ratio must still return a series (its counter starts at 0)."""
     customers = sample_customers(telco_rows, 200, seed=21)
     with httpx.Client(timeout=30) as client:
         for start in range(0, len(customers), 5):
@@ -225,6 +229,26 @@ def test_dashboard_query_parses_and_returns_data(stack, panel, expr):
 def test_rule_expression_parses_against_live_series(stack, alert, expr):
     """Rules fire only on failures, so their expressions must parse here; promtool tests what they say."""
     assert query(stack, expr)["resultType"] == "vector"
+
+
+def test_transformer_answers_are_counted_by_status_class_and_the_5xx_ratio_is_zero(stack):
+    """The traffic: 40 scored requests and one refused, no server error. The alert's ratio is a series at
+    0 (not an empty result), and the refusal is a 4xx, not a 5xx."""
+    counts = {
+        r["metric"]["code"]: float(r["value"][1])
+        for r in query(stack, "sum by (code) (churn_inference_responses_total)")["result"]
+    }
+    assert counts == {"2xx": 40.0, "4xx": 1.0, "5xx": 0.0}
+    expr = (
+        'sum(rate(churn_inference_responses_total{code="5xx"}[5m]))'
+        " / sum(rate(churn_inference_responses_total[5m]))"
+    )
+    deadline = time.monotonic() + 30  # as for the panels: rate() needs two scrapes of the counts
+    ratio = [float(r["value"][1]) for r in query(stack, expr)["result"]]
+    while ratio != [0.0] and time.monotonic() < deadline:
+        time.sleep(1)
+        ratio = [float(r["value"][1]) for r in query(stack, expr)["result"]]
+    assert ratio == [0.0], expr
 
 
 def test_prometheus_loaded_every_rule(stack):
