@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 data_app = typer.Typer(help="The Telco Customer Churn data set.", no_args_is_help=True)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages stay whole lines at any width
 
 DataOption = Annotated[
     Path | None,
@@ -54,7 +54,8 @@ def _progress() -> Progress:
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    # Unwrapped: a message naming a file, line or value must survive copy and paste whatever the width.
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
     return typer.Exit(code=1)
 
 

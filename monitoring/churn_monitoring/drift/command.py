@@ -23,7 +23,8 @@ class DriftCommandError(RuntimeError):
 
 
 def print_error(error: Exception) -> None:
-    console.print(f"[red]error:[/red] {escape(str(error))}")
+    # Unwrapped: a message naming a file, line or value must survive copy and paste whatever the width.
+    console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
 
 
 def resolve_artefact(artefact: Path | None, model_version: str | None) -> Path:

@@ -30,6 +30,7 @@ from tests.monitoring.detector_support import (
     start_detector,
     v1_request,
     v1_response,
+    wait_for_metric,
 )
 from tests.support.customers import customer_from_row
 from tests.support.services import REPO, ensure_postgres
@@ -260,6 +261,9 @@ def test_feedback_command_posts_a_csv_to_the_service_or_writes_directly(
         customers = [customer_from_row(r) for r in telco_rows[700:720]]
         with httpx.Client(timeout=10) as http:
             post_call(http, f"{detector.url}/", v1_request(customers), v1_response(scorer.answers(customers)))
+        # Events are acknowledged before their rows are written (batched off the receive path): labels
+        # can only join predictions that are in the store.
+        wait_for_metric(detector, "churn_store_rows_total", lambda v: v == 20, labels={"outcome": "inserted"})
         labels_file = tmp_path / "labels.csv"
         with labels_file.open("w", newline="") as handle:
             writer = csv.writer(handle)
