@@ -94,9 +94,6 @@ class AuthorizerProcess(LocalProcess):
         """What Envoy sends: the original method and path under the check prefix, no body."""
         return httpx.request(method, f"{self.url}/check{path}", headers=headers or {}, timeout=5.0)
 
-    def logs(self) -> str:
-        return self.log_text()
-
 
 StartAuthorizer = Callable[..., AuthorizerProcess]
 
@@ -135,7 +132,7 @@ def start_authorizer(
             wait_until(http_ok(f"{authorizer.url}/healthz"), 20, f"authorizer on port {port}")
         except TimeoutError:
             authorizer.stop()
-            raise AssertionError(f"authorizer did not start:\n{authorizer.logs()}") from None
+            raise AssertionError(f"authorizer did not start:\n{authorizer.log_text()}") from None
         return authorizer
 
     yield start

@@ -215,7 +215,7 @@ def test_logs_are_json_and_never_contain_keys_or_authorization(start_authorizer,
     authorizer.check("POST", INFER, {"Authorization": f"Bearer {wrong}"})
     authorizer.check("POST", f"{INFER}?token=hunter2", keyring.limited.bearer)
     authorizer.stop()
-    logs = authorizer.logs()
+    logs = authorizer.log_text()
     lines = [json.loads(line) for line in logs.splitlines() if line.strip()]
     decisions = [line for line in lines if line["event"] == "authz_decision"]
     assert len(decisions) == 4

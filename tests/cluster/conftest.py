@@ -70,6 +70,20 @@ def find(documents: list[dict[str, Any]], kind: str, name: str | None = None) ->
     return matches[0]
 
 
+def transformer_container(inference_service: dict[str, Any]) -> dict[str, Any]:
+    """The collocated transformer in the InferenceService's predictor pods."""
+    (container,) = [
+        c
+        for c in inference_service["spec"]["predictor"]["containers"]
+        if c["name"] == "transformer-container"
+    ]
+    return container
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str | None]:
+    return {item["name"]: item.get("value") for item in container.get("env", [])}
+
+
 def _ignore(directory: str, names: list[str]) -> set[str]:
     return {n for n in names if n in {"__pycache__", "churn_monitoring"} or n.startswith(".dry-run")}
 

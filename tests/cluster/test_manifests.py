@@ -22,7 +22,7 @@ from churnops.cluster.validate import (
     validate_custom_resource,
     validate_documents,
 )
-from tests.cluster.conftest import OVERLAYS, find
+from tests.cluster.conftest import OVERLAYS, env_of, find, transformer_container
 from tests.support.services import unavailable
 
 Documents = list[dict[str, Any]]
@@ -104,19 +104,6 @@ def test_a_kind_without_a_published_schema_is_a_problem(crds: CrdSchemas, kubern
     report = validate_documents([unknown], crds, kubernetes_validate, "1.32.0")
     assert [problem.check for problem in report.problems] == ["crd"]
     assert "no published schema" in report.problems[0].message
-
-
-def transformer_container(inference_service: dict[str, Any]) -> dict[str, Any]:
-    (container,) = [
-        c
-        for c in inference_service["spec"]["predictor"]["containers"]
-        if c["name"] == "transformer-container"
-    ]
-    return container
-
-
-def env_of(container: dict[str, Any]) -> dict[str, str | None]:
-    return {item["name"]: item.get("value") for item in container.get("env", [])}
 
 
 def args_of(container: dict[str, Any]) -> dict[str, str]:

@@ -22,7 +22,7 @@ from churnops.cluster.rollout import RolloutError, Rollouts
 from churnops.cluster.settings import ClusterSettings
 from churnops.cluster.state import StateError, read_state
 from churnops.cluster.validate import parse_documents, validate_custom_resource
-from tests.cluster.conftest import find
+from tests.cluster.conftest import env_of, find, transformer_container
 
 URI = "s3://churnops-models/churn-model/{}"
 
@@ -77,20 +77,11 @@ def rendered_isvc(
     return find(documents, "InferenceService"), documents
 
 
-def transformer_container(inference_service: dict[str, Any]) -> dict[str, Any]:
-    (container,) = [
-        c
-        for c in inference_service["spec"]["predictor"]["containers"]
-        if c["name"] == "transformer-container"
-    ]
-    return container
-
-
 def split(inference_service: dict[str, Any]) -> tuple[int, str]:
     """(canaryTrafficPercent, storageUri) of the one component; the transformer rides along in its pods."""
     spec = inference_service["spec"]
     assert set(spec) == {"predictor"}, "the transformer must stay collocated (no spec.transformer)"
-    env = {e["name"]: e.get("value") for e in transformer_container(inference_service)["env"]}
+    env = env_of(transformer_container(inference_service))
     assert env["CHURNOPS_MODEL_DIR"] == "/mnt/models"
     assert "STORAGE_URI" not in env
     return spec["predictor"]["canaryTrafficPercent"], spec["predictor"]["model"]["storageUri"]

@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -213,16 +214,22 @@ def query(base: str, expr: str) -> dict:
     return body["data"]
 
 
+def query_until(
+    base: str, expr: str, settled: Callable[[list[dict]], bool], timeout_s: float = 30
+) -> list[dict]:
+    """The query's result once `settled` accepts it, or the last one after `timeout_s`. rate() needs two
+    samples of a series inside its range, and on a loaded machine a scrape can miss its 1 s deadline."""
+    deadline = time.monotonic() + timeout_s
+    result: list[dict] = query(base, expr)["result"]
+    while not settled(result) and time.monotonic() < deadline:
+        time.sleep(1)
+        result = query(base, expr)["result"]
+    return result
+
+
 @pytest.mark.parametrize(("panel", "expr"), dashboard_queries(), ids=[p for p, _ in dashboard_queries()])
 def test_dashboard_query_parses_and_returns_data(stack, panel, expr):
-    # rate() needs two samples of a series inside its range: on a loaded machine a scrape can miss its
-    # 1 s deadline, so give the data up to 30 s to arrive before calling the panel empty.
-    deadline = time.monotonic() + 30
-    data = query(stack, expr)
-    while not data["result"] and time.monotonic() < deadline:
-        time.sleep(1)
-        data = query(stack, expr)
-    assert data["result"], f"{panel}: no data for {expr}"
+    assert query_until(stack, expr, bool), f"{panel}: no data for {expr}"
 
 
 @pytest.mark.parametrize(("alert", "expr"), rule_expressions(), ids=[a for a, _ in rule_expressions()])
@@ -243,12 +250,11 @@ def test_transformer_answers_are_counted_by_status_class_and_the_5xx_ratio_is_ze
         'sum(rate(churn_inference_responses_total{code="5xx"}[5m]))'
         " / sum(rate(churn_inference_responses_total[5m]))"
     )
-    deadline = time.monotonic() + 30  # as for the panels: rate() needs two scrapes of the counts
-    ratio = [float(r["value"][1]) for r in query(stack, expr)["result"]]
-    while ratio != [0.0] and time.monotonic() < deadline:
-        time.sleep(1)
-        ratio = [float(r["value"][1]) for r in query(stack, expr)["result"]]
-    assert ratio == [0.0], expr
+
+    def ratio(result: list[dict]) -> list[float]:
+        return [float(r["value"][1]) for r in result]
+
+    assert ratio(query_until(stack, expr, lambda result: ratio(result) == [0.0])) == [0.0], expr
 
 
 def test_prometheus_loaded_every_rule(stack):
