@@ -12,7 +12,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 data_app = typer.Typer(help="The Telco Customer Churn data set.", no_args_is_help=True)
-console = Console(stderr=True, soft_wrap=True)  # messages stay whole lines at any width
+# soft_wrap: a message naming a file, line or value must survive copy and paste whatever the width.
+console = Console(stderr=True, soft_wrap=True)
 
 DataOption = Annotated[
     Path | None,
@@ -54,8 +55,7 @@ def _progress() -> Progress:
 
 
 def _fail(message: str) -> typer.Exit:
-    # Unwrapped: a message naming a file, line or value must survive copy and paste whatever the width.
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    console.print(f"[red]error:[/red] {message}")  # unwrapped: the console soft-wraps
     return typer.Exit(code=1)
 
 
