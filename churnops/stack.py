@@ -7,7 +7,7 @@ each child by PID, a grace period, then SIGKILL to that child's own process grou
 session of its own, so its worker processes go with it and Ctrl-C in the terminal reaches only us).
 
 Other parts of ChurnOps extend the stack by adding components (the drift detector, a local stand-in for
-KServe's payload logger consumer...) and pointing the transformer's `CHURNOPS_PAYLOAD_LOGGER_URL` at one.
+KServe's payload logger consumer...) and pointing the transformer's `CHURNOPS_TRANSFORMER_PAYLOAD_LOGGER_URL` at one.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class ServingPorts:
 
 
 def predictor_executable(python: Path) -> Path:
-    """`mlserver` of the predictor environment (CHURNOPS_PREDICTOR_PYTHON points at its python)."""
+    """`mlserver` of the predictor environment (CHURNOPS_STACK_PREDICTOR_PYTHON points at its python)."""
     return python.parent / "mlserver"
 
 
@@ -102,13 +102,13 @@ def transformer_component(
 ) -> Component:
     predictor_port = ports.predictor_grpc if protocol == "grpc-v2" else ports.predictor_http
     env = {
-        "CHURNOPS_MODEL_DIR": str(artefact.resolve()),
-        "CHURNOPS_HOST": LOOPBACK,
-        "CHURNOPS_PREDICTOR_PROTOCOL": protocol,
+        "CHURNOPS_TRANSFORMER_MODEL_DIR": str(artefact.resolve()),
+        "CHURNOPS_TRANSFORMER_HOST": LOOPBACK,
+        "CHURNOPS_TRANSFORMER_PREDICTOR_PROTOCOL": protocol,
         **ONE_THREAD,
     }
     if payload_logger_url:
-        env["CHURNOPS_PAYLOAD_LOGGER_URL"] = payload_logger_url
+        env["CHURNOPS_TRANSFORMER_PAYLOAD_LOGGER_URL"] = payload_logger_url
     return Component(
         name="transformer",
         argv=(
@@ -129,26 +129,31 @@ def transformer_component(
     )
 
 
-def detector_component(artefact: Path, ports: ServingPorts, *, python: Path | None = None) -> Component:
+def detector_component(
+    artefact: Path, ports: ServingPorts, *, python: Path | None = None, home: Path | None = None
+) -> Component:
     """The drift detector (churn_monitoring.service) on the artefact's reference sample.
 
     It runs from `.venv-drift` (alibi-detect, numpy<2) when `python` names it; otherwise from this
     interpreter, on the scipy backend when alibi-detect is not installed here. The prediction store is
-    SQLite under CHURNOPS_HOME unless CHURNOPS_DATABASE_URL says otherwise.
+    SQLite under `home` (`churnops serve` passes the model's home, so one `.churnops/` holds the local
+    state) unless CHURNOPS_DETECTOR_DATABASE_URL says otherwise.
     """
     import importlib.util
 
     env = {
-        "CHURNOPS_MODEL_DIR": str(artefact.resolve()),
+        "CHURNOPS_DETECTOR_MODEL_DIR": str(artefact.resolve()),
         "CHURNOPS_DETECTOR_HOST": LOOPBACK,
         "CHURNOPS_DETECTOR_PORT": str(ports.detector),
         "CHURNOPS_DETECTOR_URL": f"http://{LOOPBACK}:{ports.detector}",
         **ONE_THREAD,
     }
+    if home is not None:
+        env["CHURNOPS_DETECTOR_HOME"] = str(home.resolve())
     if python is None or not python.exists():
         python = Path(sys.executable)
         if importlib.util.find_spec("alibi_detect") is None:
-            env["CHURNOPS_DRIFT_BACKEND"] = "scipy"
+            env["CHURNOPS_DETECTOR_DRIFT_BACKEND"] = "scipy"
     return Component(
         name="detector",
         argv=(str(python), "-m", "churn_monitoring.service"),
@@ -166,6 +171,7 @@ def serving_stack(
     workers: int = 1,
     detector_python: Path | None = None,
     with_detector: bool = False,
+    home: Path | None = None,
 ) -> list[Component]:
     """Predictor first (the transformer refuses to start without it), then the transformer; with the
     detector, it starts first and the transformer's payload logger posts to it (as KServe's agent would)."""
@@ -175,7 +181,7 @@ def serving_stack(
             transformer_component(artefact, ports, workers=workers),
         ]
     return [
-        detector_component(artefact, ports, python=detector_python),
+        detector_component(artefact, ports, python=detector_python, home=home),
         predictor_component(artefact, predictor_python, ports, version),
         transformer_component(
             artefact, ports, workers=workers, payload_logger_url=f"http://{LOOPBACK}:{ports.detector}/"

@@ -187,16 +187,16 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="bench-detector-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHURNOPS_")}
     env.update(
-        CHURNOPS_HOME=str(home),
-        CHURNOPS_MODEL_DIR=str(model_dir),
-        CHURNOPS_DRIFT_BACKEND=args.backend,
+        CHURNOPS_DETECTOR_HOME=str(home),
+        CHURNOPS_DETECTOR_MODEL_DIR=str(model_dir),
+        CHURNOPS_DETECTOR_DRIFT_BACKEND=args.backend,
         CHURNOPS_DETECTOR_PORT=str(port),
         CHURNOPS_DETECTOR_HOST="127.0.0.1",
         OMP_NUM_THREADS="1",
         OPENBLAS_NUM_THREADS="1",
     )
     if args.database_url:
-        env["CHURNOPS_DATABASE_URL"] = args.database_url
+        env["CHURNOPS_DETECTOR_DATABASE_URL"] = args.database_url
     log = (home / "detector.log").open("wb")
     process = subprocess.Popen(
         [args.python, "-m", "churn_monitoring.service"],

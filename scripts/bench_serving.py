@@ -122,7 +122,7 @@ def serve_fastapi_echo(port: int, artefact: Path) -> None:
     from fastapi import FastAPI
     from pydantic import create_model
 
-    from churn_model.contract import FeatureContract
+    from churn_core.contract import FeatureContract
     from churn_transformer.validation import customer_model
 
     customer = customer_model(FeatureContract.load(artefact))
@@ -183,12 +183,14 @@ def main() -> int:
     import httpx
     import orjson
 
-    from churn_model.contract import FeatureContract
+    from churn_core.contract import FeatureContract
     from churnops.stack import Component, ServingPorts, running_stack, serving_stack
 
     artefact, version = resolve_artefact(args.artefact)
     contract = FeatureContract.load(artefact)
-    predictor_python = Path(os.environ.get("CHURNOPS_PREDICTOR_PYTHON", REPO / ".venv-predictor/bin/python"))
+    predictor_python = Path(
+        os.environ.get("CHURNOPS_STACK_PREDICTOR_PYTHON", REPO / ".venv-predictor/bin/python")
+    )
     runs: dict[str, list[dict[str, float]]] = {}
     batch: dict[str, float] = {}
     load_before = os.getloadavg()
@@ -272,7 +274,7 @@ def main() -> int:
 
 
 def resolve_artefact(explicit: Path | None) -> tuple[Path, str]:
-    from churn_model.contract import FeatureContract
+    from churn_core.contract import FeatureContract
 
     if explicit is not None:
         return explicit, FeatureContract.load(explicit).model.version

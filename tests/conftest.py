@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from churn_model.contract import FeatureContract
+from churn_core.contract import FeatureContract
 from churn_model.settings import ModelSettings
 from tests.support.services import REPO
 

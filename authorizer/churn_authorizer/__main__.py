@@ -1,5 +1,8 @@
-"""`python -m churn_authorizer serve`: the container entrypoint, without the rest of the `churnops` CLI."""
+"""`python -m churn_authorizer serve|healthcheck`: the container entrypoint, without the `churnops` CLI."""
 
-from churn_authorizer.cli import authorizer_app
+import sys
 
-authorizer_app(prog_name="churn_authorizer")
+from churn_authorizer.main import main
+
+if __name__ == "__main__":
+    sys.exit(main())

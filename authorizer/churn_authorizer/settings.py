@@ -1,4 +1,4 @@
-"""Settings of the external authorizer: one typed object, read once from CHURNOPS_AUTHZ_*."""
+"""Settings of the external authorizer: one typed object, read once from CHURNOPS_AUTHORIZER_*."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class AuthorizerSettings(BaseSettings):
     per `rate_period_s` is the sustained rate and also the largest burst a rested key may send at once.
     """
 
-    model_config = SettingsConfigDict(env_prefix="CHURNOPS_AUTHZ_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CHURNOPS_AUTHORIZER_", extra="ignore")
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

@@ -238,7 +238,7 @@ def load_crd_schemas(directory: Path) -> CrdSchemas:
     if not directory.is_dir():
         raise SchemaError(
             f"no CRD schemas at {directory}: run `churnops schemas download --to {directory}` "
-            "or set CHURNOPS_SCHEMAS_DIR"
+            "or set CHURNOPS_CLUSTER_SCHEMAS_DIR"
         )
     files = sorted(directory.rglob("*.yaml"))
     stamp = tuple((str(path), path.stat().st_mtime_ns) for path in files)

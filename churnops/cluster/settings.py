@@ -1,4 +1,4 @@
-"""Settings of the cluster side (manifests, schemas, rollouts): one typed object, read once from CHURNOPS_*."""
+"""Settings of the cluster side (manifests, schemas, rollouts): one typed object, read once from CHURNOPS_CLUSTER_*."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class ToolMissingError(RuntimeError):
 class ClusterSettings(BaseSettings):
     """Where the manifests live, which schemas and tools check them, and how model versions map to storage."""
 
-    model_config = SettingsConfigDict(env_prefix="CHURNOPS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CHURNOPS_CLUSTER_", extra="ignore")
 
     project_dir: Path = Field(default=Path("."), description="checkout holding kustomize/ and manifests/")
     schemas_dir: Path | None = Field(
@@ -83,7 +83,9 @@ class ClusterSettings(BaseSettings):
                 return path
         found = shutil.which(name)
         if found is None:
-            raise ToolMissingError(f"{name} not found (run `make install`, or set CHURNOPS_TOOLS_BIN)")
+            raise ToolMissingError(
+                f"{name} not found (run `make install`, or set CHURNOPS_CLUSTER_TOOLS_BIN)"
+            )
         return Path(found)
 
     def kubectl_path(self) -> str:

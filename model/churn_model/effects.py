@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from churn_model.contract import (
+from churn_core.contract import (
     CategoryEffect,
     CategoryField,
     CustomerBatch,

@@ -18,7 +18,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from churn_model.contract import FloatArray
+from churn_core.contract import FloatArray
 
 BoolArray = npt.NDArray[np.bool_]
 Objective = Literal["f1", "value"]

@@ -12,11 +12,12 @@ from typing import Any, Protocol
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from churn_model.artefact import TrainingRecord, verify_artefact, write_artefact
-from churn_model.contract import CustomerBatch, Encoder, FeatureContract, telco_contract
-from churn_model.data import CustomerReader, file_sha256, resolve_data_path
+from churn_core.artefact import verify_artefact
+from churn_core.contract import CustomerBatch, Encoder, FeatureContract, telco_contract
+from churn_core.data import CustomerReader, file_sha256, resolve_data_path
 from churn_model.effects import permutation_importance, reason_code_tables
 from churn_model.evaluation import SCALAR_METRICS, classification_metrics
+from churn_model.packaging import TrainingRecord, write_artefact
 from churn_model.registry import SERVING_ARTIFACT_PATH, Registry
 from churn_model.settings import ModelSettings
 from churn_model.training import TrainingConfig, cross_validate, fit_model, predict_churn

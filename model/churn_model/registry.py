@@ -47,7 +47,7 @@ class Registry:
 
     def __init__(self, settings: ModelSettings) -> None:
         self.settings = settings
-        self.name = settings.model_name
+        self.name = settings.registered_name
         self._client: MlflowClient | None = None
 
     @property

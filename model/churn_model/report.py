@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from churn_model.artefact import METRICS_FILE, TEST_PREDICTIONS_FILE
-from churn_model.contract import FeatureContract
+from churn_core.artefact import METRICS_FILE, TEST_PREDICTIONS_FILE
+from churn_core.contract import FeatureContract
 from churn_model.evaluation import RetentionEconomics
 
 METRIC_LABELS = {

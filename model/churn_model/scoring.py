@@ -21,11 +21,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from threadpoolctl import threadpool_limits
 
-from churn_model.artefact import load_model
-from churn_model.contract import Encoder, FeatureContract
-from churn_model.data import CHUNK_BYTES, CustomerChunk, CustomerReader
-from churn_model.decision import DecisionMaker, Decisions
-from churn_model.explain import Explainer
+from churn_core.artefact import load_model
+from churn_core.contract import Encoder, FeatureContract
+from churn_core.data import CHUNK_BYTES, CustomerChunk, CustomerReader
+from churn_core.decision import DecisionMaker, Decisions
+from churn_core.explain import Explainer
 
 OUTPUT_COLUMNS = ("customer_id", "churn_probability", "churn_prediction", "risk_level", "recommended_action")
 OUTPUT_SCHEMA = pa.schema(

@@ -1,4 +1,4 @@
-"""Settings of the training side (data, registry, scoring): one typed object, read once from CHURNOPS_*."""
+"""Settings of the training side (data, registry, scoring): one typed object, read once from CHURNOPS_MODEL_*."""
 
 from __future__ import annotations
 
@@ -12,22 +12,23 @@ TELCO_URL = (
     "https://raw.githubusercontent.com/IBM/telco-customer-churn-on-icp4d/master/data/Telco-Customer-Churn.csv"
 )
 TELCO_SHA256 = "16320c9c1ec72448db59aa0a26a0b95401046bef5d02fd3aeb906448e3055e91"
-DATA_FILE_NAME = "telco-customer-churn.csv"
 
 
 class ModelSettings(BaseSettings):
     """Where data and models live. Defaults need no service: SQLite registry under `home`."""
 
-    model_config = SettingsConfigDict(env_prefix="CHURNOPS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CHURNOPS_MODEL_", extra="ignore")
 
     data: Path | None = Field(default=None, description="Telco CSV; else ./data/ then ../shared/data/")
     home: Path = Field(default=Path(".churnops"), description="Local state: registry, artefacts, reports")
     mlflow_uri: str | None = Field(default=None, description="MLflow tracking/registry URI (default: SQLite)")
-    model_name: str = "churn-model"
-    experiment: str = "churn"
-    seed: int = 42
-    data_url: str = TELCO_URL
-    data_sha256: str = TELCO_SHA256
+    registered_name: str = Field(
+        default="churn-model", description="name of the model in the MLflow registry"
+    )
+    experiment: str = Field(default="churn", description="MLflow experiment of the training runs")
+    seed: int = Field(default=42, description="seed of the split, the cross-validation and the models")
+    data_url: str = Field(default=TELCO_URL, description="where `churnops data download` fetches the CSV")
+    data_sha256: str = Field(default=TELCO_SHA256, description="the downloaded CSV must have this sha256")
 
     @property
     def tracking_uri(self) -> str:

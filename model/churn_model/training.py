@@ -28,7 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from churn_model.contract import FloatArray
+from churn_core.contract import FloatArray
 from churn_model.evaluation import (
     Objective,
     RetentionEconomics,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import structlog
 
-from churn_monitoring.settings import MonitoringSettings
+from churn_monitoring.settings import DetectorSettings
 
 if TYPE_CHECKING:
     from churn_monitoring.drift.detector import DriftReport
@@ -26,7 +26,7 @@ log = structlog.get_logger(__name__)
 MAX_FEATURE_LINES = 10
 
 
-def webhook_url(settings: MonitoringSettings) -> str | None:
+def webhook_url(settings: DetectorSettings) -> str | None:
     """The file (a mounted Secret) wins over the variable; None when neither is set."""
     if settings.slack_webhook_url_file is not None:
         try:

@@ -1,5 +1,5 @@
 """Settings of the monitoring side (drift detector, prediction store, feedback): one typed object, read
-once from CHURNOPS_*."""
+once from CHURNOPS_DETECTOR_*."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class MonitoringSettings(BaseSettings):
+class DetectorSettings(BaseSettings):
     """Everything the monitoring processes and `churnops monitor ...` commands read from the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="CHURNOPS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CHURNOPS_DETECTOR_", extra="ignore")
 
     # --- drift detection (churn_monitoring.drift) ---
     # alibi-detect is the design's default; "scipy" runs the same tests without its BSL-1.1 licence.
@@ -32,9 +32,9 @@ class MonitoringSettings(BaseSettings):
     model_dir: Path | None = Field(
         default=None, description="serving artefact the detector compares with (reference sample, contract)"
     )
-    detector_host: str = "127.0.0.1"
-    detector_port: int = Field(default=8095, ge=1, le=65535)
-    detector_url: str = Field(
+    host: str = Field(default="127.0.0.1", description="bind address; the image sets 0.0.0.0")
+    port: int = Field(default=8095, ge=1, le=65535, description="HTTP port")
+    url: str = Field(
         default="http://127.0.0.1:8095", description="where `churnops feedback` posts; links in alerts"
     )
     database_url: SecretStr | None = Field(
@@ -64,5 +64,5 @@ class MonitoringSettings(BaseSettings):
 
 
 @lru_cache(maxsize=1)
-def get_settings() -> MonitoringSettings:
-    return MonitoringSettings()
+def get_settings() -> DetectorSettings:
+    return DetectorSettings()

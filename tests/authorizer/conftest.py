@@ -102,7 +102,7 @@ StartAuthorizer = Callable[..., AuthorizerProcess]
 def start_authorizer(
     tmp_path: Path, redis_url: str, redis_prefix: str, keys_file: Path
 ) -> Iterator[StartAuthorizer]:
-    """Start `python -m churn_authorizer serve`; keyword arguments become CHURNOPS_AUTHZ_* variables."""
+    """Start `python -m churn_authorizer serve`; keyword arguments become CHURNOPS_AUTHORIZER_* variables."""
     started: list[AuthorizerProcess] = []
 
     def start(**overrides: object) -> AuthorizerProcess:
@@ -115,8 +115,8 @@ def start_authorizer(
             "log_level": "DEBUG",
         }
         settings.update(overrides)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CHURNOPS_AUTHZ_")}
-        env.update({f"CHURNOPS_AUTHZ_{k.upper()}": str(v) for k, v in settings.items()})
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHURNOPS_AUTHORIZER_")}
+        env.update({f"CHURNOPS_AUTHORIZER_{k.upper()}": str(v) for k, v in settings.items()})
         log_path = tmp_path / f"authorizer-{port}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(

@@ -164,7 +164,7 @@ def test_keys_secret_file_defaults_to_setting(runner, tmp_path, monkeypatch):
     from churn_authorizer.settings import get_settings
 
     target = tmp_path / "from-env.yaml"
-    monkeypatch.setenv("CHURNOPS_AUTHZ_SECRET_MANIFEST", str(target))
+    monkeypatch.setenv("CHURNOPS_AUTHORIZER_SECRET_MANIFEST", str(target))
     get_settings.cache_clear()
     try:
         result = runner.invoke(app, ["keys", "create", "-s", "predict"])

@@ -15,6 +15,7 @@ import pytest
 
 from churn_authorizer.keys import Scope
 from tests.authorizer.conftest import issue, write_keys_file
+from tests.support.images import OUR_PACKAGES, packages_in
 from tests.support.services import REPO, free_port, http_ok, unavailable, wait_until
 
 DOCKERFILE = REPO / "authorizer" / "Dockerfile"
@@ -66,6 +67,13 @@ def image(podman_env: dict[str, str]) -> Iterator[str]:
 
 
 @pytest.mark.container
+def test_image_holds_the_authorizer_and_the_base_layer_only(image):
+    packages = packages_in(image)
+    assert packages & OUR_PACKAGES == {"churn_core", "churn_authorizer"}
+    assert packages & {"sklearn", "pandas", "mlflow", "kserve", "alibi_detect"} == set()
+
+
+@pytest.mark.container
 @pytest.mark.slow
 def test_image_runs_non_root_and_answers_checks(image, podman_env, redis_url, redis_prefix, tmp_path):
     issued = issue(Scope.PREDICT)
@@ -82,8 +90,8 @@ def test_image_runs_non_root_and_answers_checks(image, podman_env, redis_url, re
     run = podman(
         "run", "-d", "--name", name, "--network", "host",
         "-v", f"{mount_dir}:/etc/churnops/keys:ro",
-        "-e", "CHURNOPS_AUTHZ_HOST=127.0.0.1", "-e", f"CHURNOPS_AUTHZ_PORT={port}",
-        "-e", f"CHURNOPS_AUTHZ_REDIS_URL={redis_url}", "-e", f"CHURNOPS_AUTHZ_REDIS_PREFIX={redis_prefix}",
+        "-e", "CHURNOPS_AUTHORIZER_HOST=127.0.0.1", "-e", f"CHURNOPS_AUTHORIZER_PORT={port}",
+        "-e", f"CHURNOPS_AUTHORIZER_REDIS_URL={redis_url}", "-e", f"CHURNOPS_AUTHORIZER_REDIS_PREFIX={redis_prefix}",
         image,
     )  # fmt: skip
     try:

@@ -163,8 +163,8 @@ def test_deployment_is_hardened_and_mounts_the_keys_secret():
     mount = next(m for m in container["volumeMounts"] if volumes[m["name"]].get("secret"))
     assert volumes[mount["name"]]["secret"]["secretName"] == "churnops-api-keys"
     assert mount["readOnly"] is True
-    assert env["CHURNOPS_AUTHZ_KEYS_FILE"] == f"{mount['mountPath']}/keys.json"
-    assert env["CHURNOPS_AUTHZ_HOST"] == "0.0.0.0"
+    assert env["CHURNOPS_AUTHORIZER_KEYS_FILE"] == f"{mount['mountPath']}/keys.json"
+    assert env["CHURNOPS_AUTHORIZER_HOST"] == "0.0.0.0"
 
 
 def test_no_key_or_key_hash_is_written_into_the_manifests():

@@ -21,7 +21,7 @@ TREES = ("kustomize", "manifests", "monitoring")
 
 
 def _settings(project_dir: Path) -> ClusterSettings:
-    """The checkout's schemas and tools (CHURNOPS_TOOLS_BIN, else .venv-tools), for any project folder."""
+    """The checkout's schemas and tools (CHURNOPS_CLUSTER_TOOLS_BIN, else .venv-tools), for any project folder."""
     base = ClusterSettings(project_dir=REPO)
     return ClusterSettings(
         project_dir=project_dir,

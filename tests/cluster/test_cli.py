@@ -16,9 +16,9 @@ from churnops.cluster.settings import ClusterSettings
 def cli(workspace: ClusterSettings, kubernetes_validate: Path, monkeypatch) -> Iterator[ClusterSettings]:
     from churnops.cluster.settings import get_settings
 
-    monkeypatch.setenv("CHURNOPS_PROJECT_DIR", str(workspace.project_dir))
-    monkeypatch.setenv("CHURNOPS_SCHEMAS_DIR", str(workspace.resolved_schemas_dir()))
-    monkeypatch.setenv("CHURNOPS_TOOLS_BIN", str(kubernetes_validate.parent))
+    monkeypatch.setenv("CHURNOPS_CLUSTER_PROJECT_DIR", str(workspace.project_dir))
+    monkeypatch.setenv("CHURNOPS_CLUSTER_SCHEMAS_DIR", str(workspace.resolved_schemas_dir()))
+    monkeypatch.setenv("CHURNOPS_CLUSTER_TOOLS_BIN", str(kubernetes_validate.parent))
     get_settings.cache_clear()
     yield workspace
     get_settings.cache_clear()

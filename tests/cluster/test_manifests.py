@@ -128,7 +128,7 @@ def test_transformer_is_collocated_with_the_predictor_on_one_artefact(
     container = transformer_container(inference_service)
     assert container["image"].startswith("ghcr.io/churnops/churnops-transformer:")
     env = env_of(container)
-    assert env["CHURNOPS_MODEL_DIR"] == "/mnt/models"
+    assert env["CHURNOPS_TRANSFORMER_MODEL_DIR"] == "/mnt/models"
     assert "STORAGE_URI" not in env
     assert args_of(container)["model_name"] == "churn"
 
@@ -174,7 +174,7 @@ def test_ports_inside_the_pod_fit_together(overlay: str, rendered: dict[str, Doc
     assert probes["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     startup = probes["startupProbe"]
     allowed = startup.get("initialDelaySeconds", 0) + startup["periodSeconds"] * startup["failureThreshold"]
-    assert float(env_of(transformer)["CHURNOPS_STARTUP_TIMEOUT_S"] or 0) < allowed <= 150
+    assert float(env_of(transformer)["CHURNOPS_TRANSFORMER_STARTUP_TIMEOUT_S"] or 0) < allowed <= 150
 
     # Prometheus: the transformer's declared port by number, MLServer's undeclared metrics port by relabelling.
     monitors = {d["metadata"]["name"]: d for d in documents if d["kind"] == "PodMonitor"}

@@ -82,7 +82,7 @@ def split(inference_service: dict[str, Any]) -> tuple[int, str]:
     spec = inference_service["spec"]
     assert set(spec) == {"predictor"}, "the transformer must stay collocated (no spec.transformer)"
     env = env_of(transformer_container(inference_service))
-    assert env["CHURNOPS_MODEL_DIR"] == "/mnt/models"
+    assert env["CHURNOPS_TRANSFORMER_MODEL_DIR"] == "/mnt/models"
     assert "STORAGE_URI" not in env
     return spec["predictor"]["canaryTrafficPercent"], spec["predictor"]["model"]["storageUri"]
 
@@ -191,12 +191,12 @@ def cli_env(workspace: ClusterSettings, registry: Registry, monkeypatch) -> Iter
     from churn_model.settings import get_settings as model_settings
     from churnops.cluster.settings import get_settings
 
-    monkeypatch.setenv("CHURNOPS_PROJECT_DIR", str(workspace.project_dir))
-    monkeypatch.setenv("CHURNOPS_SCHEMAS_DIR", str(workspace.resolved_schemas_dir()))
-    monkeypatch.setenv("CHURNOPS_HOME", str(registry.settings.home))
-    monkeypatch.delenv("CHURNOPS_MLFLOW_URI", raising=False)
+    monkeypatch.setenv("CHURNOPS_CLUSTER_PROJECT_DIR", str(workspace.project_dir))
+    monkeypatch.setenv("CHURNOPS_CLUSTER_SCHEMAS_DIR", str(workspace.resolved_schemas_dir()))
+    monkeypatch.setenv("CHURNOPS_MODEL_HOME", str(registry.settings.home))
+    monkeypatch.delenv("CHURNOPS_MODEL_MLFLOW_URI", raising=False)
     if workspace.tools_bin is not None:
-        monkeypatch.setenv("CHURNOPS_TOOLS_BIN", str(workspace.tools_bin))
+        monkeypatch.setenv("CHURNOPS_CLUSTER_TOOLS_BIN", str(workspace.tools_bin))
     get_settings.cache_clear()
     model_settings.cache_clear()
     yield workspace

@@ -99,13 +99,13 @@ def test_kserve_published_mlserver_runtime_passes_the_strict_check(crds: CrdSche
 
 
 def test_schemas_dir_defaults_to_the_shared_copy_then_the_downloaded_one(tmp_path: Path, monkeypatch):
-    monkeypatch.delenv("CHURNOPS_SCHEMAS_DIR", raising=False)
+    monkeypatch.delenv("CHURNOPS_CLUSTER_SCHEMAS_DIR", raising=False)
     project = tmp_path / "main"
     project.mkdir()
     assert ClusterSettings(project_dir=project).resolved_schemas_dir() == project / ".churnops" / "schemas"
     (tmp_path / "shared" / "schemas").mkdir(parents=True)
     assert ClusterSettings(project_dir=project).resolved_schemas_dir() == project / "../shared/schemas"
-    monkeypatch.setenv("CHURNOPS_SCHEMAS_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("CHURNOPS_CLUSTER_SCHEMAS_DIR", str(tmp_path / "elsewhere"))
     assert ClusterSettings(project_dir=project).resolved_schemas_dir() == tmp_path / "elsewhere"
 
 

@@ -19,8 +19,8 @@ runner = CliRunner()
 @pytest.fixture
 def session_home(trained_model, monkeypatch):
     """Point the CLI at the session's trained registry."""
-    monkeypatch.setenv("CHURNOPS_HOME", str(trained_model.settings.home))
-    monkeypatch.setenv("CHURNOPS_DATA", str(trained_model.settings.data))
+    monkeypatch.setenv("CHURNOPS_MODEL_HOME", str(trained_model.settings.home))
+    monkeypatch.setenv("CHURNOPS_MODEL_DATA", str(trained_model.settings.data))
     get_settings.cache_clear()
     yield trained_model
     get_settings.cache_clear()
@@ -114,14 +114,14 @@ def file_server(telco_csv):
 
 def test_download_keeps_the_file_only_when_its_checksum_matches(file_server, tmp_path, monkeypatch):
     get_settings.cache_clear()
-    monkeypatch.setenv("CHURNOPS_DATA_URL", file_server)
+    monkeypatch.setenv("CHURNOPS_MODEL_DATA_URL", file_server)
     target = tmp_path / "data" / "telco.csv"
     result = runner.invoke(app, ["data", "download", "--to", str(target)])
     assert result.exit_code == 0, result.output
     assert target.is_file()
 
     get_settings.cache_clear()
-    monkeypatch.setenv("CHURNOPS_DATA_SHA256", "0" * 64)
+    monkeypatch.setenv("CHURNOPS_MODEL_DATA_SHA256", "0" * 64)
     other = tmp_path / "data" / "tampered.csv"
     result = runner.invoke(app, ["data", "download", "--to", str(other)])
     assert result.exit_code == 1

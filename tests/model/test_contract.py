@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from churn_model.contract import (
+from churn_core.contract import (
     CONTRACT_FILE,
     CustomerBatch,
     Encoder,
     FeatureContract,
     telco_contract,
 )
-from churn_model.decision import NO_ACTION, DecisionMaker
-from churn_model.explain import Explainer
+from churn_core.decision import NO_ACTION, DecisionMaker
+from churn_core.explain import Explainer
 
 CUSTOMER = {
     "gender": "Female",

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from churn_model.contract import telco_contract
-from churn_model.data import CustomerReader, DataNotFoundError, DataValidationError, resolve_data_path
+from churn_core.contract import telco_contract
+from churn_core.data import CustomerReader, DataNotFoundError, DataValidationError, resolve_data_path
 from churn_model.settings import ModelSettings
 
 

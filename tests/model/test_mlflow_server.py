@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from churn_model.artefact import verify_artefact
+from churn_core.artefact import verify_artefact
 from churn_model.pipeline import export_version, train
 from churn_model.registry import CHALLENGER, CHAMPION, Registry
 from churn_model.settings import ModelSettings

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from churn_model.artefact import load_model
-from churn_model.contract import CustomerBatch, Encoder, FeatureContract
-from churn_model.data import CustomerReader
+from churn_core.artefact import load_model
+from churn_core.contract import CustomerBatch, Encoder, FeatureContract
+from churn_core.data import CustomerReader
 from churn_model.training import TrainingConfig, _calibrated_validation, build_ensemble, fit_model
 from tests.support.services import predictor_python
 

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from churn_model.artefact import ArtefactError, verify_artefact
+from churn_core.artefact import ArtefactError, verify_artefact
 from churn_model.pipeline import export_version
 from churn_model.registry import CHALLENGER, CHAMPION, Registry, RegistryError
 from churn_model.settings import ModelSettings
@@ -23,7 +23,7 @@ def registry(trained_model) -> Registry:
     settings = ModelSettings(
         home=trained_model.settings.home,
         data=trained_model.settings.data,
-        model_name=f"churn-test-{uuid.uuid4().hex[:8]}",
+        registered_name=f"churn-test-{uuid.uuid4().hex[:8]}",
     )
     own = Registry(settings)
     run_id = Registry(trained_model.settings).resolve(trained_model.version).run_id

@@ -7,11 +7,11 @@ import csv
 import numpy as np
 import pytest
 
-from churn_model.artefact import load_model
-from churn_model.contract import Encoder
-from churn_model.data import CustomerReader, DataValidationError
-from churn_model.decision import DecisionMaker
-from churn_model.explain import Explainer
+from churn_core.artefact import load_model
+from churn_core.contract import Encoder
+from churn_core.data import CustomerReader, DataValidationError
+from churn_core.decision import DecisionMaker
+from churn_core.explain import Explainer
 from churn_model.scoring import OUTPUT_COLUMNS, BatchScorer
 
 

@@ -35,10 +35,10 @@ class Scorer:
     """Answers of the real model for customers, in the transformer's v1 answer format."""
 
     def __init__(self, artefact: Path) -> None:
-        from churn_model.artefact import load_model
-        from churn_model.contract import Encoder, FeatureContract
-        from churn_model.decision import DecisionMaker
-        from churn_model.explain import Explainer
+        from churn_core.artefact import load_model
+        from churn_core.contract import Encoder, FeatureContract
+        from churn_core.decision import DecisionMaker
+        from churn_core.explain import Explainer
 
         self.contract = FeatureContract.load(artefact)
         self.version = self.contract.model.version

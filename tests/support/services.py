@@ -112,11 +112,11 @@ def side_python(variable: str, venv: str) -> Path:
 
 
 def predictor_python() -> Path:
-    return side_python("CHURNOPS_PREDICTOR_PYTHON", ".venv-predictor")
+    return side_python("CHURNOPS_STACK_PREDICTOR_PYTHON", ".venv-predictor")
 
 
 def drift_python() -> Path:
-    return side_python("CHURNOPS_DRIFT_PYTHON", ".venv-drift")
+    return side_python("CHURNOPS_STACK_DETECTOR_PYTHON", ".venv-drift")
 
 
 @dataclass

@@ -93,7 +93,7 @@ def start_transformer(
     port = free_port()
     ports = ServingPorts(transformer=port, predictor_grpc=predictor_grpc_port)
     component = transformer_component(artefact, ports, workers=workers).logging_to(log_file)
-    component = component.with_env(CHURNOPS_STARTUP_TIMEOUT_S="20", **(env or {}))
+    component = component.with_env(CHURNOPS_TRANSFORMER_STARTUP_TIMEOUT_S="20", **(env or {}))
     component = replace(component, ready_timeout_s=timeout_s)
     return Transformer(start_component(component, log=lambda _: None), port, log_file)
 
@@ -176,7 +176,7 @@ def transformer(
             predictor.grpc_port,
             log_file,
             workers=2,
-            env={"CHURNOPS_PAYLOAD_LOGGER_URL": event_sink.url},
+            env={"CHURNOPS_TRANSFORMER_PAYLOAD_LOGGER_URL": event_sink.url},
         )
     except StackError as error:
         pytest.fail(f"transformer did not start: {error}\n{log_file.read_text()[-3000:]}")

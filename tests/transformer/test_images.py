@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.images import OUR_PACKAGES, packages_in
 from tests.support.services import REPO, free_port, http_ok, unavailable, wait_until
 from tests.transformer.conftest import v2_outputs, v2_request
 
@@ -83,6 +84,20 @@ def images(podman) -> dict[str, str]:
     return tags
 
 
+@pytest.mark.container
+def test_transformer_image_holds_the_transformer_and_the_base_layer_only(images):
+    packages = packages_in(images["transformer"])
+    assert packages & OUR_PACKAGES == {"churn_core", "churn_transformer"}
+    assert packages & {"sklearn", "mlflow", "alibi_detect"} == set()
+
+
+@pytest.mark.container
+def test_predictor_image_holds_no_churnops_code(images):
+    packages = packages_in(images["predictor"])
+    assert packages & OUR_PACKAGES == set()
+    assert "sklearn" in packages
+
+
 @pytest.fixture
 def readable_artefact(artefact_dir: Path, tmp_path: Path) -> Path:
     """A copy the image's non-root user can read (pytest's temporary directories are 0700)."""
@@ -118,7 +133,7 @@ def test_images_serve_a_v2_request_through_both_as_non_root(
         wait_until(http_ok(ready), 120, "the predictor container")
         started = podman(
             "run", "-d", "--name", names["transformer"], "--network", "host", "-v", mount,
-            "-e", "CHURNOPS_HOST=127.0.0.1", "-e", f"CHURNOPS_HTTP_PORT={transformer_port}",
+            "-e", "CHURNOPS_TRANSFORMER_HOST=127.0.0.1", "-e", f"CHURNOPS_TRANSFORMER_HTTP_PORT={transformer_port}",
             images["transformer"], "--model_name", "churn", "--predictor_host", f"127.0.0.1:{grpc}",
         )  # fmt: skip
         assert started.returncode == 0, started.stderr

@@ -13,15 +13,15 @@ import httpx
 import numpy as np
 import pytest
 
-from churn_model.artefact import load_model
-from churn_model.contract import Encoder, FeatureContract
+from churn_core.artefact import load_model
+from churn_core.contract import Encoder, FeatureContract
 from tests.support.services import wait_until
 from tests.transformer.conftest import v2_outputs, v2_request
 
 pytestmark = pytest.mark.integration
 
 BATCH = 1000
-# Spelt out, not churn_model.decision.ANSWER_FIELDS: the API's fields are checked against the contract
+# Spelt out, not churn_core.decision.ANSWER_FIELDS: the API's fields are checked against the contract
 # as written here, so dropping one from the shared tuple fails this test.
 ANSWER_FIELDS = {
     "customerID",

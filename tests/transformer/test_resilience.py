@@ -25,7 +25,10 @@ def test_predictor_down_gives_503_with_a_clear_message_and_recovers(
     proxy = TcpProxy(predictor.grpc_port)
     proxy.start()
     served = start_transformer(
-        artefact_dir, proxy.port, tmp_path / "transformer.log", env={"CHURNOPS_PREDICTOR_TIMEOUT_S": "2"}
+        artefact_dir,
+        proxy.port,
+        tmp_path / "transformer.log",
+        env={"CHURNOPS_TRANSFORMER_PREDICTOR_TIMEOUT_S": "2"},
     )
     body = {"instances": [customers[0]]}
     try:
@@ -79,9 +82,9 @@ def _run_transformer(
         ],
         env={
             "PATH": "/usr/bin:/bin",
-            "CHURNOPS_MODEL_DIR": str(artefact),
-            "CHURNOPS_STARTUP_TIMEOUT_S": timeout_s,
-            "CHURNOPS_HOST": "127.0.0.1",
+            "CHURNOPS_TRANSFORMER_MODEL_DIR": str(artefact),
+            "CHURNOPS_TRANSFORMER_STARTUP_TIMEOUT_S": timeout_s,
+            "CHURNOPS_TRANSFORMER_HOST": "127.0.0.1",
         },
         capture_output=True,
         text=True,

@@ -39,7 +39,7 @@ def test_answers_are_counted_once_by_protocol_and_status_class_across_workers(
         proxy.port,
         tmp_path / "transformer.log",
         workers=2,  # multiprocess mode: any worker's /metrics must report both workers' answers
-        env={"CHURNOPS_PREDICTOR_TIMEOUT_S": "2"},
+        env={"CHURNOPS_TRANSFORMER_PREDICTOR_TIMEOUT_S": "2"},
     )
     customer = customers[0]
     scored = {"instances": [customer]}

@@ -40,8 +40,8 @@ def test_serve_starts_all_components_answers_and_stops_them_on_sigint(trained_mo
     output = tmp_path / "serve.log"
     env = {
         **os.environ,
-        "CHURNOPS_HOME": str(home),
-        "CHURNOPS_PREDICTOR_PYTHON": str(predictor_python()),
+        "CHURNOPS_MODEL_HOME": str(home),
+        "CHURNOPS_STACK_PREDICTOR_PYTHON": str(predictor_python()),
     }
     with output.open("wb") as sink:
         serve = subprocess.Popen(
@@ -109,7 +109,7 @@ def test_serve_without_a_model_says_how_to_get_one(tmp_path):
     result = subprocess.run(
         [CHURNOPS, "serve"],
         cwd=REPO,
-        env={**os.environ, "CHURNOPS_HOME": str(tmp_path / "empty-home")},
+        env={**os.environ, "CHURNOPS_MODEL_HOME": str(tmp_path / "empty-home")},
         capture_output=True,
         text=True,
         timeout=120,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from churn_model.contract import CategoryField, Encoder, FeatureContract
+from churn_core.contract import CategoryField, Encoder, FeatureContract
 from churn_transformer.main import resolve_protocol
 from churn_transformer.validation import InvalidRequestError, RequestValidator, customer_model
 from tests.support.customers import customer_from_row
@@ -127,7 +127,7 @@ def test_hop_protocol_resolution(setting, argument, expected):
 
 
 def test_factor_formatter_gives_what_the_explainer_gives(validator, contract, telco_rows):
-    from churn_model.explain import Explainer
+    from churn_core.explain import Explainer
     from churn_transformer.engine import FactorFormatter
 
     parsed = validator.parse_v1({"instances": [customer_from_row(row) for row in telco_rows[:700]]})

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from churn_model.contract import CustomerBatch, Encoder, FeatureContract, FloatArray
-from churn_model.decision import DecisionMaker
-from churn_model.explain import Explainer
+from churn_core.contract import CustomerBatch, Encoder, FeatureContract, FloatArray
+from churn_core.decision import DecisionMaker
+from churn_core.explain import Explainer
 from churn_transformer.predictor import PredictorClient
 
 

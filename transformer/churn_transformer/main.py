@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_protocol(setting: str | None, argument: str | None) -> str:
-    """CHURNOPS_PREDICTOR_PROTOCOL, else a v2 --predictor_protocol, else gRPC v2. MLServer has no v1."""
+    """CHURNOPS_TRANSFORMER_PREDICTOR_PROTOCOL, else a v2 --predictor_protocol, else gRPC v2. MLServer has no v1."""
     if setting:
         return setting
     if argument in ("v2", "grpc-v2"):
@@ -90,7 +90,9 @@ def _serve(argv: Sequence[str] | None) -> int:
     model_name = args.model_name if args.model_name != "model" else DEFAULT_MODEL_NAME
     try:
         if not predictor_host:
-            raise StartupError("no predictor: pass --predictor_host HOST:PORT or set CHURNOPS_PREDICTOR_HOST")
+            raise StartupError(
+                "no predictor: pass --predictor_host HOST:PORT or set CHURNOPS_TRANSFORMER_PREDICTOR_HOST"
+            )
         model = ChurnTransformer(model_name, settings, protocol, predictor_host)
         log.info(
             "transformer starting",

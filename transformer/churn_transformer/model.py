@@ -19,9 +19,9 @@ import orjson
 from kserve import Model
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from churn_model.artefact import MODEL_SETTINGS_FILE, ArtefactError, verify_artefact
-from churn_model.contract import FeatureContract
-from churn_model.decision import ANSWER_FIELDS
+from churn_core.artefact import MODEL_SETTINGS_FILE, ArtefactError, verify_artefact
+from churn_core.contract import FeatureContract
+from churn_core.decision import ANSWER_FIELDS
 from churn_transformer import context
 from churn_transformer.engine import Scored, Scorer
 from churn_transformer.metrics import get_metrics

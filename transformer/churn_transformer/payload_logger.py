@@ -2,7 +2,7 @@
 
 In the cluster, KServe's agent proxies the component and posts each request and each 200 response to
 `spec.<component>.logger.url` as CloudEvents; the drift detector consumes them. Locally there is no agent,
-so when `CHURNOPS_PAYLOAD_LOGGER_URL` is set the transformer posts the same events itself, mirroring
+so when `CHURNOPS_TRANSFORMER_PAYLOAD_LOGGER_URL` is set the transformer posts the same events itself, mirroring
 kserve/kserve pkg/logger (handler.go, worker.go): binary content mode; `ce-type`
 `org.kubeflow.serving.inference.request` / `.response`; one `ce-id` shared by the pair (the request's
 `Ce-Id` header, else a new UUID); `ce-source` (the agent's default is `http://localhost:<agent port>/`);

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from churn_model.contract import FloatArray
+from churn_core.contract import FloatArray
 
 PROBA_OUTPUT = "predict_proba"
 INPUT_NAME = "input-0"

@@ -1,6 +1,6 @@
 """KServe's ModelServer, adjusted where the transformer needs more than it offers.
 
-- Binds `CHURNOPS_HOST` (KServe's REST server always binds 0.0.0.0; locally we serve on 127.0.0.1 only).
+- Binds `CHURNOPS_TRANSFORMER_HOST` (KServe's REST server always binds 0.0.0.0; locally we serve on 127.0.0.1 only).
 - `/v2/health/ready` is true only when every model is healthy (contract loaded, predictor answering for our
   version): KServe's own predictor health check cannot be used with MLServer (see README).
 - A pure ASGI middleware on the inference routes: takes or makes `X-Request-ID` (and returns it), times the
@@ -36,6 +36,7 @@ from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
 from kserve.protocol.rest.server import RESTServer
 from timing_asgi import TimingMiddleware  # type: ignore[import-untyped]
 
+from churn_core.logging import configure_logging
 from churn_transformer import context
 from churn_transformer.metrics import get_metrics, render_metrics, status_class
 from churn_transformer.payload_logger import EventSource, PayloadLogger
@@ -43,7 +44,6 @@ from churn_transformer.predictor import PredictorUnavailableError
 from churn_transformer.routes import inference_routes
 from churn_transformer.settings import TransformerSettings
 from churn_transformer.validation import InvalidRequestError
-from churnops.logging import configure_logging
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -1,4 +1,4 @@
-"""Settings of the transformer: one typed object, read once from CHURNOPS_* environment variables.
+"""Settings of the transformer: one typed object, read once from CHURNOPS_TRANSFORMER_* environment variables.
 
 KServe passes `--model_name`, `--predictor_host`, `--http_port`, `--workers`... as command-line arguments
 (kserve.model_server's parser); those win over the environment for the values they carry.
@@ -19,7 +19,7 @@ HopProtocol = Literal["grpc-v2", "v2"]
 class TransformerSettings(BaseSettings):
     """Everything the transformer process needs besides KServe's own arguments."""
 
-    model_config = SettingsConfigDict(env_prefix="CHURNOPS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CHURNOPS_TRANSFORMER_", extra="ignore")
 
     model_dir: Path = Field(
         default=Path("/mnt/models"), description="the serving artefact (KServe storageUri)"

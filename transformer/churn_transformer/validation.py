@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
-from churn_model.contract import CategoryField, CustomerBatch, Encoder, FeatureContract, NumberField
+from churn_core.contract import CategoryField, CustomerBatch, Encoder, FeatureContract, NumberField
 
 MAX_REPORTED_ERRORS = 5
 ID_MAX_LENGTH = 128

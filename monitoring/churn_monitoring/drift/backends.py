@@ -133,7 +133,7 @@ class AlibiBackend:
         except ImportError as error:
             raise DriftBackendError(
                 "the alibi drift backend needs alibi-detect (pip install 'churnops[alibi]', licensed under "
-                "the Business Source License 1.1); set CHURNOPS_DRIFT_BACKEND=scipy to run the same tests "
+                "the Business Source License 1.1); set CHURNOPS_DETECTOR_DRIFT_BACKEND=scipy to run the same tests "
                 "without it"
             ) from error
         # Dict[int, None]: alibi-detect takes each category field's values from the reference and, at

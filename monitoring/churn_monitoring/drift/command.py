@@ -1,6 +1,5 @@
-"""What `churnops monitor drift` and `churnops monitor drift-scenario` do, behind their typer signatures in
-`churn_monitoring.cli` (kept there thin so other commands can be added to that module without collisions).
-"""
+"""What `churnops monitor drift` and `churnops monitor drift-scenario` do, given an artefact directory and
+files (the CLI resolves registry versions and data paths before calling in)."""
 
 from __future__ import annotations
 
@@ -27,38 +26,15 @@ def print_error(error: Exception) -> None:
     console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
 
 
-def resolve_artefact(artefact: Path | None, model_version: str | None) -> Path:
-    """`--artefact DIR` as given, else the registered version's exported artefact (exported on first use)."""
-    from churn_model.artefact import ArtefactError, verify_artefact
+def verified_artefact(artefact: Path) -> Path:
+    """The artefact directory, once every file matches its manifest checksum."""
+    from churn_core.artefact import ArtefactError, verify_artefact
 
-    if artefact is not None and model_version is not None:
-        raise DriftCommandError("pass either --artefact or --model-version, not both")
     try:
-        if artefact is not None:
-            verify_artefact(artefact)
-            return artefact
-        from churn_model.registry import Registry, RegistryError  # imports mlflow only when used
-        from churn_model.settings import get_settings
-
-        try:
-            from churn_model.pipeline import export_version
-
-            registry = Registry(get_settings())
-            info = registry.resolve(model_version or "champion")
-            directory = registry.settings.models_dir / info.version
-            if not (directory / "manifest.json").is_file():
-                export_version(registry, info.version, directory)
-        except ImportError as error:
-            raise DriftCommandError(
-                f"the model registry is not available here ({error.name} is not installed); "
-                "pass --artefact DIR (an exported serving artefact)"
-            ) from error
-        except RegistryError as error:
-            raise DriftCommandError(str(error)) from error
-        verify_artefact(directory)
-        return directory
+        verify_artefact(artefact)
     except ArtefactError as error:
         raise DriftCommandError(str(error)) from error
+    return artefact
 
 
 def read_predictions(path: Path, rows: int) -> list[float]:
@@ -79,8 +55,7 @@ def read_predictions(path: Path, rows: int) -> list[float]:
 def run_drift(
     current: Path,
     *,
-    artefact: Path | None = None,
-    model_version: str | None = None,
+    artefact: Path,
     backend: str | None = None,
     predictions: Path | None = None,
     score: bool = False,
@@ -88,8 +63,8 @@ def run_drift(
     html: Path | None = None,
     png: Path | None = None,
 ) -> DriftReport:
-    from churn_model.artefact import reference_columns
-    from churn_model.data import CustomerReader, DataValidationError
+    from churn_core.artefact import reference_columns
+    from churn_core.data import CustomerReader, DataValidationError
     from churn_monitoring.drift.backends import DriftBackendError
     from churn_monitoring.drift.detector import options_from_settings
     from churn_monitoring.settings import get_settings
@@ -98,7 +73,7 @@ def run_drift(
         raise DriftCommandError(f"--format must be table or json, not {output_format!r}")
     if predictions is not None and score:
         raise DriftCommandError("pass either --predictions or --score, not both")
-    directory = resolve_artefact(artefact, model_version)
+    directory = verified_artefact(artefact)
     options = options_from_settings(get_settings())
     if backend is not None:
         options["backend"] = backend
@@ -136,10 +111,10 @@ def run_drift(
 
 
 def _score(directory: Path, detector: DriftDetector, batch: Any) -> list[float]:
-    from churn_model.contract import Encoder
+    from churn_core.contract import Encoder
 
     try:
-        from churn_model.artefact import load_model
+        from churn_core.artefact import load_model
 
         model = load_model(directory)
     except (ImportError, ValueError, ModuleNotFoundError) as error:
@@ -203,18 +178,16 @@ def print_report(report: DriftReport) -> None:
         )
 
 
-def run_scenario(shift: str, output: Path, *, data: Path | None, rows: int, seed: int) -> Path:
-    """A Telco-shaped customers CSV for one of the documented drift scenarios."""
-    from churn_model.contract import telco_contract
-    from churn_model.data import DataNotFoundError, DataValidationError, resolve_data_path
-    from churn_model.settings import get_settings
+def run_scenario(shift: str, output: Path, *, data: Path, rows: int, seed: int) -> Path:
+    """A Telco-shaped customers CSV for one of the documented drift scenarios, resampled from `data`."""
+    from churn_core.contract import telco_contract
+    from churn_core.data import DataValidationError
     from churn_monitoring.drift import scenarios
 
     contract = telco_contract()
     try:
-        path = resolve_data_path(data, get_settings())
-        columns = scenarios.read_customers(contract, path)
+        columns = scenarios.read_customers(contract, data)
         window = scenarios.scenario(columns, shift, rows=rows, seed=seed)
-    except (DataNotFoundError, DataValidationError, ValueError) as error:
+    except (DataValidationError, ValueError) as error:
         raise DriftCommandError(str(error)) from error
     return scenarios.write_customers(contract, window, output)

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from churn_model.contract import CategoryField, FeatureContract, NumberField
+from churn_core.contract import CategoryField, FeatureContract, NumberField
 from churn_monitoring.drift.backends import Backend, FloatArray, make_backend
 
 if TYPE_CHECKING:
-    from churn_monitoring.settings import MonitoringSettings
+    from churn_monitoring.settings import DetectorSettings
 
 PREDICTION_FEATURE = "churn_probability"
 # Proportions below this count as this in PSI: a category absent from one side (an unseen value) must give
@@ -201,8 +201,8 @@ def normalised_wasserstein(reference: FloatArray, current: FloatArray, scale: fl
     return float(wasserstein_distance(reference, current)) / scale
 
 
-def options_from_settings(settings: MonitoringSettings) -> dict[str, Any]:
-    """Keyword arguments of `DriftDetector` as configured through CHURNOPS_DRIFT_*."""
+def options_from_settings(settings: DetectorSettings) -> dict[str, Any]:
+    """Keyword arguments of `DriftDetector` as configured through CHURNOPS_DETECTOR_DRIFT_*."""
     return {
         "backend": settings.drift_backend,
         "p_value": settings.drift_p_value,
@@ -284,7 +284,7 @@ class DriftDetector:
     @classmethod
     def from_artefact(cls, directory: Path, **options: Any) -> DriftDetector:
         """The detector of one exported model version: its contract and its `reference.json.gz`."""
-        from churn_model.artefact import load_reference
+        from churn_core.artefact import load_reference
 
         contract = FeatureContract.load(directory)
         document = load_reference(directory)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from churn_model.contract import FeatureContract
+from churn_core.contract import FeatureContract
 
 Columns = dict[str, list[Any]]
 SHIFTS = ("none", "monthly-charges", "contract")
@@ -25,8 +25,8 @@ SHIFTS = ("none", "monthly-charges", "contract")
 
 def read_customers(contract: FeatureContract, path: Path, *, require_target: bool = False) -> Columns:
     """Every customer of a Telco-shaped CSV as raw columns (validated against the contract)."""
-    from churn_model.artefact import reference_columns
-    from churn_model.data import CustomerReader
+    from churn_core.artefact import reference_columns
+    from churn_core.data import CustomerReader
 
     customers = CustomerReader(contract, require_target=require_target).read_all(path)
     return reference_columns(contract, customers.batch)

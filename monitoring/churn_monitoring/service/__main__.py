@@ -1,6 +1,8 @@
 """`python -m churn_monitoring.service`: the detector service, as `churnops monitor serve` runs it."""
 
-from churn_monitoring.commands import serve
+import sys
+
+from churn_monitoring.service.main import main
 
 if __name__ == "__main__":
-    serve()
+    sys.exit(main())

@@ -27,7 +27,7 @@ from churn_monitoring.events import EventError
 from churn_monitoring.feedback import FeedbackError, parse_labels
 from churn_monitoring.metrics import DetectorMetrics
 from churn_monitoring.service.core import DetectorService, StoredReport
-from churn_monitoring.settings import MonitoringSettings
+from churn_monitoring.settings import DetectorSettings
 
 ROUTES = ("/events", "/feedback", "/performance", "/metrics", "/healthz", "/readyz", "/reports")
 
@@ -71,7 +71,7 @@ class RequestCounter:
             self.metrics.requests.labels(_route_label(scope["path"]), f"{status // 100}xx").inc()
 
 
-def create_app(settings: MonitoringSettings, *, service: DetectorService | None = None) -> FastAPI:
+def create_app(settings: DetectorSettings, *, service: DetectorService | None = None) -> FastAPI:
     """The ASGI app; `service` lets tests hand in one built with a stub detector or another engine."""
     # httpx logs every request's URL at INFO; the Slack webhook URL is a secret, so only its warnings pass.
     logging.getLogger("httpx").setLevel(logging.WARNING)

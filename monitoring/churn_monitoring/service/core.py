@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import Engine
 
-from churn_model.contract import TELCO_FIELDS, FeatureContract
+from churn_core.contract import TELCO_FIELDS, FeatureContract
 from churn_monitoring.alerts import SlackNotifier, drift_message, performance_message, webhook_url
 from churn_monitoring.events import EventError, PayloadEvent, parse_event, parse_request, parse_response
 from churn_monitoring.feedback import FeedbackResult, Label, record_labels
 from churn_monitoring.join import Half, LoggedPrediction, PendingJoin
 from churn_monitoring.metrics import DetectorMetrics
 from churn_monitoring.performance import VersionPerformance, live_performance
-from churn_monitoring.settings import MonitoringSettings
+from churn_monitoring.settings import DetectorSettings
 from churn_monitoring.store.database import create_store_engine, database_url
 from churn_monitoring.store.writer import PredictionWriter
 from churn_monitoring.windows import Window, WindowBuffer
@@ -74,7 +74,7 @@ class DetectorService:
 
     def __init__(
         self,
-        settings: MonitoringSettings,
+        settings: DetectorSettings,
         *,
         engine: Engine | None = None,
         detector: DriftDetector | None = None,
@@ -295,7 +295,7 @@ class DetectorService:
         self.metrics.window_size.set(report.window_size)
 
     def report_url(self, report_id: int) -> str:
-        return f"{self.settings.detector_url.rstrip('/')}/reports/drift/{report_id}"
+        return f"{self.settings.url.rstrip('/')}/reports/drift/{report_id}"
 
     async def report_html(self, stored: StoredReport) -> str:
         """The drift engineer's HTML report (with plots of reference against window), rendered once per
@@ -382,7 +382,7 @@ class DetectorService:
         if realised is None or realised.n < self.settings.performance_min_labels or realised.f1 >= floor:
             return None
         estimated = item.estimated.f1 if item.estimated is not None else None
-        link = f"{self.settings.detector_url.rstrip('/')}/performance"
+        link = f"{self.settings.url.rstrip('/')}/performance"
         message = performance_message(
             model_version=item.model_version,
             f1=realised.f1,

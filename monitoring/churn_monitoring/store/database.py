@@ -11,15 +11,15 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
 
-from churn_monitoring.settings import MonitoringSettings
+from churn_monitoring.settings import DetectorSettings
 from churn_monitoring.store.schema import predictions
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 DEFAULT_DATABASE = "monitoring.db"
 
 
-def database_url(settings: MonitoringSettings) -> str:
-    """CHURNOPS_DATABASE_URL, else SQLite under CHURNOPS_HOME."""
+def database_url(settings: DetectorSettings) -> str:
+    """CHURNOPS_DETECTOR_DATABASE_URL, else SQLite under CHURNOPS_DETECTOR_HOME."""
     if settings.database_url is not None:
         return settings.database_url.get_secret_value()
     settings.home.mkdir(parents=True, exist_ok=True)

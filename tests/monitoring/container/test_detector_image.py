@@ -16,6 +16,7 @@ import pytest
 
 from tests.monitoring.detector_support import Scorer, metric_value, post_call, v1_request, v1_response
 from tests.support.customers import sample_customers
+from tests.support.images import OUR_PACKAGES, packages_in
 from tests.support.services import REPO, free_port, http_ok, unavailable, wait_until
 
 DOCKERFILE = REPO / "monitoring" / "Dockerfile"
@@ -79,6 +80,14 @@ def image(podman: Podman) -> str:
     )
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
     return TAG
+
+
+@pytest.mark.container
+def test_image_holds_the_detector_and_the_base_layer_only(image):
+    packages = packages_in(image)
+    assert packages & OUR_PACKAGES == {"churn_core", "churn_monitoring"}
+    assert "alibi_detect" in packages
+    assert packages & {"mlflow", "kserve"} == set()
 
 
 @pytest.mark.container

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from churn_model.artefact import load_model, reference_columns
-from churn_model.contract import CustomerBatch, Encoder
-from churn_model.data import CustomerReader
+from churn_core.artefact import load_model, reference_columns
+from churn_core.contract import CustomerBatch, Encoder
+from churn_core.data import CustomerReader
 from churn_model.training import predict_churn
 from churn_monitoring.drift import scenarios
 from churn_monitoring.drift.detector import DriftDetector
@@ -113,10 +113,10 @@ def alibi_reports(drift_scenarios: dict[str, Scenario], artefact_dir: Path) -> d
     on every scenario, all at once; key "contract-fdr" is the contract shift under FDR correction."""
     python = drift_python()
     runs = {name: ({}, scenario) for name, scenario in drift_scenarios.items()}
-    runs["contract-fdr"] = ({"CHURNOPS_DRIFT_CORRECTION": "fdr"}, drift_scenarios["contract"])
+    runs["contract-fdr"] = ({"CHURNOPS_DETECTOR_DRIFT_CORRECTION": "fdr"}, drift_scenarios["contract"])
     processes = {}
     for name, (extra_env, scenario) in runs.items():
-        env = {**os.environ, "CHURNOPS_DRIFT_BACKEND": "alibi", **extra_env}
+        env = {**os.environ, "CHURNOPS_DETECTOR_DRIFT_BACKEND": "alibi", **extra_env}
         processes[name] = subprocess.Popen(
             _drift_command(python, scenario, artefact_dir),
             cwd=REPO,

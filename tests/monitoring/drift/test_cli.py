@@ -39,7 +39,7 @@ def monthly_charges_csv(tmp_path_factory, telco_csv):
 
 
 def test_drift_scenario_writes_a_customers_file_the_contract_accepts(monthly_charges_csv, trained_model):
-    from churn_model.data import CustomerReader
+    from churn_core.data import CustomerReader
 
     customers = CustomerReader(trained_model.contract, require_target=False).read_all(monthly_charges_csv)
 
@@ -132,7 +132,7 @@ def test_cli_html_report_is_self_contained(monthly_charges_csv, artefact_dir, tm
 def test_cli_resolves_the_registered_champion(monthly_charges_csv, trained_model, monkeypatch):
     from churn_model.settings import get_settings
 
-    monkeypatch.setenv("CHURNOPS_HOME", str(trained_model.settings.home))
+    monkeypatch.setenv("CHURNOPS_MODEL_HOME", str(trained_model.settings.home))
     get_settings.cache_clear()
     try:
         result = _drift("--current", str(monthly_charges_csv), "--backend", "scipy", "--format", "json")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy.stats import false_discovery_control
 
-from churn_model.contract import Encoder
+from churn_core.contract import Encoder
 from churn_monitoring.drift import scenarios
 from churn_monitoring.drift.backends import DriftBackendError, corrected_threshold
 from churn_monitoring.drift.detector import PREDICTION_FEATURE, DriftDetector
@@ -204,7 +204,7 @@ def test_bonferroni_threshold_divides_by_the_number_of_fields():
 
 @pytest.mark.skipif(importlib.util.find_spec("alibi_detect") is not None, reason="alibi-detect is installed")
 def test_alibi_backend_without_alibi_detect_names_the_scipy_alternative(artefact_dir):
-    with pytest.raises(DriftBackendError, match="CHURNOPS_DRIFT_BACKEND=scipy"):
+    with pytest.raises(DriftBackendError, match="CHURNOPS_DETECTOR_DRIFT_BACKEND=scipy"):
         DriftDetector.from_artefact(artefact_dir, backend="alibi")
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, select
 
 from churn_monitoring.performance import cbpe_from_probabilities, realised_metrics
 from churn_monitoring.service.app import create_app
-from churn_monitoring.settings import MonitoringSettings
+from churn_monitoring.settings import DetectorSettings
 from churn_monitoring.store.schema import labels, predictions
 from tests.monitoring.detector_support import (
     Scorer,
@@ -58,12 +58,12 @@ def slack():
 
 @pytest.fixture
 def client(tmp_path, database_url, slack):
-    settings = MonitoringSettings(
+    settings = DetectorSettings(
         home=tmp_path,
         database_url=database_url,
         store_flush_seconds=0.05,
         slack_webhook_url=slack.url,
-        detector_url="http://detector.example:8090",
+        url="http://detector.example:8090",
         performance_min_labels=MIN_LABELS,
         performance_interval_seconds=3600,
     )
@@ -252,7 +252,7 @@ def test_feedback_command_posts_a_csv_to_the_service_or_writes_directly(
     tmp_path, database_url, scorer, telco_rows
 ):
     detector = start_detector(
-        {"CHURNOPS_HOME": str(tmp_path / "home"), "CHURNOPS_DATABASE_URL": database_url},
+        {"CHURNOPS_DETECTOR_HOME": str(tmp_path / "home"), "CHURNOPS_DETECTOR_DATABASE_URL": database_url},
         tmp_path / "detector.log",
     )
     try:
@@ -291,7 +291,7 @@ def test_feedback_command_posts_a_csv_to_the_service_or_writes_directly(
         direct = subprocess.run(
             [churnops, "feedback", "--file", str(labels_file), "--direct"],
             cwd=REPO,
-            env={**env, "CHURNOPS_DATABASE_URL": database_url},
+            env={**env, "CHURNOPS_DETECTOR_DATABASE_URL": database_url},
             capture_output=True,
             text=True,
             timeout=60,

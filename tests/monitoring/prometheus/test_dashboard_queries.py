@@ -49,12 +49,12 @@ def stack(artefact_dir, trained_model, tmp_path_factory, telco_rows):
     )
     detector = start_detector(
         {
-            "CHURNOPS_HOME": str(work / "home"),
-            "CHURNOPS_MODEL_DIR": str(artefact_dir),
-            "CHURNOPS_DRIFT_BACKEND": "scipy",
-            "CHURNOPS_WINDOW_SIZE": "50",
-            "CHURNOPS_WINDOW_MIN_SIZE": "10",
-            "CHURNOPS_PERFORMANCE_INTERVAL_SECONDS": "2",
+            "CHURNOPS_DETECTOR_HOME": str(work / "home"),
+            "CHURNOPS_DETECTOR_MODEL_DIR": str(artefact_dir),
+            "CHURNOPS_DETECTOR_DRIFT_BACKEND": "scipy",
+            "CHURNOPS_DETECTOR_WINDOW_SIZE": "50",
+            "CHURNOPS_DETECTOR_WINDOW_MIN_SIZE": "10",
+            "CHURNOPS_DETECTOR_PERFORMANCE_INTERVAL_SECONDS": "2",
         },
         work / "detector.log",
     )
@@ -72,7 +72,7 @@ def stack(artefact_dir, trained_model, tmp_path_factory, telco_rows):
             ports.predictor_grpc,
             work / "transformer.log",
             workers=2,  # as the transformer tests' shared fixture: /metrics must add up both workers
-            env={"CHURNOPS_PAYLOAD_LOGGER_URL": f"{detector.url}/"},
+            env={"CHURNOPS_TRANSFORMER_PAYLOAD_LOGGER_URL": f"{detector.url}/"},
         )
         started.append(transformer.running)
         prometheus_port = free_port()

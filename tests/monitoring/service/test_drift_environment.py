@@ -27,11 +27,11 @@ def test_detector_from_the_drift_environment_tests_windows_with_alibi(tmp_path, 
     with postgres_database(ensure_postgres(), prefix="churnops_alibi") as url:
         detector = start_detector(
             {
-                "CHURNOPS_HOME": str(tmp_path / "home"),
-                "CHURNOPS_MODEL_DIR": str(artefact_dir),
-                "CHURNOPS_DATABASE_URL": url,
-                "CHURNOPS_WINDOW_SIZE": "100",
-                "CHURNOPS_WINDOW_MIN_SIZE": "50",
+                "CHURNOPS_DETECTOR_HOME": str(tmp_path / "home"),
+                "CHURNOPS_DETECTOR_MODEL_DIR": str(artefact_dir),
+                "CHURNOPS_DETECTOR_DATABASE_URL": url,
+                "CHURNOPS_DETECTOR_WINDOW_SIZE": "100",
+                "CHURNOPS_DETECTOR_WINDOW_MIN_SIZE": "50",
             },
             tmp_path / "detector.log",
             python=python,

@@ -83,7 +83,7 @@ def test_v1_response_answers_keep_order_probability_and_echoed_id():
 
 
 def test_v2_request_and_response_tensors_become_rows():
-    from churn_model.contract import telco_contract
+    from churn_core.contract import telco_contract
 
     contract = telco_contract()
     second = {**CUSTOMER, "customerID": "0002", "tenure": 40}

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 
 from churn_monitoring.service.app import create_app
-from churn_monitoring.settings import MonitoringSettings
+from churn_monitoring.settings import DetectorSettings
 from churn_monitoring.store.schema import predictions
 from tests.monitoring.detector_support import (
     REQUEST_TYPE,
@@ -43,7 +43,7 @@ def slack():
 
 @pytest.fixture
 def service(tmp_path, artefact_dir, slack):
-    settings = MonitoringSettings(
+    settings = DetectorSettings(
         home=tmp_path,
         model_dir=artefact_dir,
         drift_backend="scipy",
@@ -51,7 +51,7 @@ def service(tmp_path, artefact_dir, slack):
         window_min_size=50,
         store_flush_seconds=0.05,
         slack_webhook_url=slack.url,
-        detector_url="http://detector.example:8090",
+        url="http://detector.example:8090",
         alert_cooldown_seconds=3600,
     )
     app = create_app(settings)

@@ -20,7 +20,7 @@ def test_stack_with_detector_points_the_payload_logger_at_it(artefact_dir):
     )
     assert [c.name for c in components] == ["detector", "predictor", "transformer"]
     transformer = components[-1]
-    assert transformer.env["CHURNOPS_PAYLOAD_LOGGER_URL"] == f"http://127.0.0.1:{ports.detector}/"
+    assert transformer.env["CHURNOPS_TRANSFORMER_PAYLOAD_LOGGER_URL"] == f"http://127.0.0.1:{ports.detector}/"
     assert [c.name for c in serving_stack(artefact_dir, "1", Path("/x"), ports)] == [
         "predictor",
         "transformer",
@@ -30,7 +30,7 @@ def test_stack_with_detector_points_the_payload_logger_at_it(artefact_dir):
 def test_detector_component_starts_from_the_drift_environment(artefact_dir, tmp_path):
     ports = ServingPorts(detector=free_port())
     component = detector_component(artefact_dir, ports, python=drift_python())
-    component = component.with_env(CHURNOPS_HOME=str(tmp_path)).logging_to(tmp_path / "detector.log")
+    component = component.with_env(CHURNOPS_DETECTOR_HOME=str(tmp_path)).logging_to(tmp_path / "detector.log")
     running = start_component(component, log=lambda _: None)
     try:
         ready = httpx.get(component.ready_url, timeout=5).json()

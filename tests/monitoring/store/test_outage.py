@@ -51,13 +51,13 @@ def test_thirty_second_database_outage_loses_and_duplicates_nothing(tmp_path, ar
         proxy = TcpProxy(5432).start()
         detector = start_detector(
             {
-                "CHURNOPS_HOME": str(tmp_path / "home"),
-                "CHURNOPS_DATABASE_URL": url.replace(":5432/", f":{proxy.port}/"),
-                "CHURNOPS_MODEL_DIR": str(artefact_dir),
-                "CHURNOPS_DRIFT_BACKEND": "scipy",
-                "CHURNOPS_STORE_MEMORY_ROWS": "500",
-                "CHURNOPS_STORE_RETRY_MAX_SECONDS": "2",
-                "CHURNOPS_SLACK_WEBHOOK_URL": slack.url,
+                "CHURNOPS_DETECTOR_HOME": str(tmp_path / "home"),
+                "CHURNOPS_DETECTOR_DATABASE_URL": url.replace(":5432/", f":{proxy.port}/"),
+                "CHURNOPS_DETECTOR_MODEL_DIR": str(artefact_dir),
+                "CHURNOPS_DETECTOR_DRIFT_BACKEND": "scipy",
+                "CHURNOPS_DETECTOR_STORE_MEMORY_ROWS": "500",
+                "CHURNOPS_DETECTOR_STORE_RETRY_MAX_SECONDS": "2",
+                "CHURNOPS_DETECTOR_SLACK_WEBHOOK_URL": slack.url,
             },
             tmp_path / "detector.log",
         )

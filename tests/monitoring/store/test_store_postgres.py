@@ -60,7 +60,7 @@ def count(url: str, event_prefix: str = "") -> int:
 
 def test_db_upgrade_command_creates_the_schema(database_url):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHURNOPS_")}
-    env["CHURNOPS_DATABASE_URL"] = database_url
+    env["CHURNOPS_DETECTOR_DATABASE_URL"] = database_url
     churnops = Path(sys.executable).parent / "churnops"
     result = subprocess.run(
         [str(churnops), "monitor", "db", "upgrade"],

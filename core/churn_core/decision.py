@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from churn_model.contract import CustomerBatch, FeatureContract, FloatArray, IntArray
+from churn_core.contract import CustomerBatch, FeatureContract, FloatArray, IntArray
 
 BoolArray = npt.NDArray[np.bool_]
 

@@ -1,17 +1,12 @@
-"""The serving artefact: the directory a KServe InferenceService's `storageUri` points at.
+"""Writing the serving artefact at the end of training (the reading side is `churn_core.artefact`).
 
-Both halves of the InferenceService load the same directory, so they cannot disagree on the model:
-- the predictor (MLServer's sklearn runtime) reads `model-settings.json` and `model.joblib`;
-- the transformer reads `churn-contract.json` (fields, encoding, threshold, risk bands, reason codes,
-  model version) and checks at start that the predictor reports the same version;
-- the drift detector reads `reference.json.gz` (the training sample it compares live traffic with).
-`manifest.json` records data fingerprint, library versions and a checksum of every file.
+Only training writes artefacts, so the pickling (joblib), the library inventory and the training record
+live here, and the runtimes that read the directory never import them.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import platform
 from dataclasses import dataclass
@@ -22,24 +17,20 @@ from typing import Any
 
 import numpy as np
 
-from churn_model.contract import CONTRACT_FILE, CustomerBatch, FeatureContract, FloatArray
+from churn_core.artefact import (
+    MANIFEST_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    MODEL_SETTINGS_FILE,
+    REFERENCE_FILE,
+    SERVING_NAME,
+    TEST_PREDICTIONS_FILE,
+    reference_columns,
+    sha256_of,
+)
+from churn_core.contract import CONTRACT_FILE, CustomerBatch, FeatureContract, FloatArray
 
-MODEL_FILE = "model.joblib"
-MODEL_SETTINGS_FILE = "model-settings.json"
-METRICS_FILE = "metrics.json"
-REFERENCE_FILE = "reference.json.gz"
-TEST_PREDICTIONS_FILE = "test-predictions.json"
-MANIFEST_FILE = "manifest.json"
-SERVING_NAME = "churn"
 RECORDED_LIBRARIES = ("scikit-learn", "numpy", "scipy", "joblib", "mlflow", "pyarrow")
-
-
-class ArtefactError(RuntimeError):
-    """An artefact directory that is incomplete or was changed after it was written."""
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -62,17 +53,6 @@ class TrainingRecord:
     churn_rate: float
     config: dict[str, Any]
     metrics: dict[str, Any]
-
-
-def reference_columns(contract: FeatureContract, batch: CustomerBatch) -> dict[str, list[Any]]:
-    """Raw field values of a batch, JSON-ready (category strings, numbers as floats)."""
-    columns: dict[str, list[Any]] = {}
-    for index, spec in enumerate(contract.category_fields):
-        values = np.asarray(spec.values, dtype=object)
-        columns[spec.name] = values[batch.categories[:, index]].tolist()
-    for index, number_spec in enumerate(contract.number_fields):
-        columns[number_spec.name] = batch.numbers[:, index].tolist()
-    return {name: columns[name] for name in contract.field_names}
 
 
 def write_artefact(
@@ -129,7 +109,7 @@ def write_artefact(
         "training": record.config,
         "libraries": library_versions(),
         "files": {
-            name: _sha256(directory / name)
+            name: sha256_of(directory / name)
             for name in (
                 MODEL_FILE,
                 MODEL_SETTINGS_FILE,
@@ -142,31 +122,3 @@ def write_artefact(
     }
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return directory
-
-
-def verify_artefact(directory: Path) -> dict[str, Any]:
-    """Check every file against the manifest's checksums; returns the manifest."""
-    manifest_path = directory / MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise ArtefactError(f"{directory}: no {MANIFEST_FILE}; not a ChurnOps serving artefact")
-    manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
-    for name, expected in manifest["files"].items():
-        path = directory / name
-        if not path.is_file():
-            raise ArtefactError(f"{directory}: {name} is missing")
-        if _sha256(path) != expected:
-            raise ArtefactError(f"{directory}: {name} does not match its checksum in {MANIFEST_FILE}")
-    return manifest
-
-
-def load_reference(directory: Path) -> dict[str, Any]:
-    with gzip.open(directory / REFERENCE_FILE, "rt", encoding="utf-8") as handle:
-        document: dict[str, Any] = json.load(handle)
-    return document
-
-
-def load_model(directory: Path) -> Any:
-    import joblib
-
-    verify_artefact(directory)
-    return joblib.load(directory / MODEL_FILE)

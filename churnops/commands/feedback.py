@@ -1,5 +1,4 @@
-"""The detector service's commands: `churnops monitor serve`, `churnops monitor db upgrade`,
-`churnops feedback` (mounted in `churn_monitoring.cli`). Heavy imports stay inside the functions."""
+"""`churnops feedback`: observed churn back into the prediction store (through the detector service)."""
 
 from __future__ import annotations
 
@@ -9,59 +8,19 @@ from typing import Annotated
 
 import typer
 
-db_app = typer.Typer(help="The prediction store's schema.", no_args_is_help=True)
+app = typer.Typer()
 FEEDBACK_CHUNK = 1000
 
 
-def serve(
-    host: Annotated[str | None, typer.Option(help="bind address (CHURNOPS_DETECTOR_HOST)")] = None,
-    port: Annotated[int | None, typer.Option(help="port (CHURNOPS_DETECTOR_PORT)")] = None,
-    model_dir: Annotated[Path | None, typer.Option(help="serving artefact (CHURNOPS_MODEL_DIR)")] = None,
-) -> None:
-    """Run the drift detector: KServe payload logs in, prediction store, drift, feedback, live F1."""
-    import uvicorn
-
-    from churn_monitoring.service.app import create_app
-    from churn_monitoring.settings import get_settings
-    from churnops.logging import configure_logging
-
-    configure_logging()
-    settings = get_settings()
-    if model_dir is not None:
-        settings = settings.model_copy(update={"model_dir": model_dir})
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=host or settings.detector_host,
-        port=port or settings.detector_port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=20,
-    )
-
-
-@db_app.command("upgrade")
-def db_upgrade() -> None:
-    """Create or migrate the prediction store's tables (the service also does this when it starts)."""
-    from churn_monitoring.settings import get_settings
-    from churn_monitoring.store.database import (
-        create_store_engine,
-        current_revision,
-        database_url,
-        upgrade,
-    )
-
-    engine = create_store_engine(database_url(get_settings()))
-    upgrade(engine)
-    typer.echo(f"prediction store at revision {current_revision(engine)}")
-    engine.dispose()
-
-
+@app.command("feedback")
 def feedback(
     file: Annotated[Path, typer.Option("--file", "-f", exists=True, dir_okay=False, help="labels CSV")],
     url: Annotated[str | None, typer.Option(help="detector service (CHURNOPS_DETECTOR_URL)")] = None,
     direct: Annotated[
-        bool, typer.Option("--direct", help="write to the database (CHURNOPS_DATABASE_URL), not the service")
+        bool,
+        typer.Option(
+            "--direct", help="write to the database (CHURNOPS_DETECTOR_DATABASE_URL), not the service"
+        ),
     ] = False,
 ) -> None:
     """Feed observed churn back: customer_id (or customerID), churned (or Churn: Yes/No), observed_at.
@@ -100,7 +59,7 @@ def feedback(
             total.merge(record_labels(engine, chunk, horizon_days=settings.feedback_horizon_days))
         engine.dispose()
     else:
-        target = (url or settings.detector_url).rstrip("/") + "/feedback"
+        target = (url or settings.url).rstrip("/") + "/feedback"
         with httpx.Client(timeout=60.0) as client:
             for start in range(0, len(rows), FEEDBACK_CHUNK):
                 response = client.post(target, json={"labels": rows[start : start + FEEDBACK_CHUNK]})

@@ -1,4 +1,4 @@
-"""Commands of the API-key authorizer (`churnops keys ...`, `churnops authorizer serve`).
+"""`churnops keys create / list / revoke`: API keys of the Istio external authorizer.
 
 `keys create` prints the new key once, alone on stdout (so `KEY=$(churnops keys create ...)` works), and
 records only its hash in the keys Secret manifest; everything else goes to stderr.
@@ -13,16 +13,13 @@ import typer
 
 from churn_authorizer.scopes import Scope
 
-keys_app = typer.Typer(help="API keys for the Istio external authorizer.", no_args_is_help=True)
-authorizer_app = typer.Typer(
-    help="The Istio external authorizer (ext_authz HTTP service).", no_args_is_help=True
-)
+app = typer.Typer(name="keys", help="API keys for the Istio external authorizer.", no_args_is_help=True)
 
 SecretFile = Annotated[
     Path | None,
     typer.Option(
         "--secret-file",
-        help="Keys Secret manifest [default: CHURNOPS_AUTHZ_SECRET_MANIFEST, "
+        help="Keys Secret manifest [default: CHURNOPS_AUTHORIZER_SECRET_MANIFEST, "
         "else kustomize/base/secrets/api-keys.yaml]",
     ),
 ]
@@ -34,7 +31,7 @@ def _secret_path(secret_file: Path | None) -> Path:
     return secret_file if secret_file is not None else get_settings().secret_manifest
 
 
-@keys_app.command("create")
+@app.command("create")
 def create(
     scope: Annotated[list[Scope], typer.Option("--scope", "-s", help="Repeat for several scopes.")],
     name: Annotated[str, typer.Option("--name", help="Who or what uses the key.")] = "",
@@ -75,7 +72,7 @@ def create(
     typer.echo(new.key)
 
 
-@keys_app.command("list")
+@app.command("list")
 def list_keys(
     secret_file: SecretFile = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
@@ -107,7 +104,7 @@ def list_keys(
         typer.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
 
 
-@keys_app.command("revoke")
+@app.command("revoke")
 def revoke(
     key_id: Annotated[str, typer.Argument(help="The key id (the part after co_ in co_<id>_<secret>).")],
     secret_file: SecretFile = None,
@@ -124,54 +121,3 @@ def revoke(
     document.keys[:] = remaining
     write_secret_manifest(path, manifest, document)
     typer.echo(f"key id {key_id} revoked in {path}; apply the Secret for it to take effect.", err=True)
-
-
-@authorizer_app.callback()
-def _authorizer() -> None:
-    """The Istio external authorizer (ext_authz HTTP service)."""
-
-
-@authorizer_app.command("serve")
-def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address [default: CHURNOPS_AUTHZ_HOST].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: CHURNOPS_AUTHZ_PORT].")] = None,
-) -> None:
-    """Serve the ext_authz HTTP service: one process, scale with replicas."""
-    import uvicorn
-
-    from churn_authorizer.app import create_app
-    from churn_authorizer.settings import get_settings
-    from churnops.logging import configure_logging
-
-    settings = get_settings()
-    configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_config=None,  # keep configure_logging's JSON handler
-        access_log=False,  # uvicorn's access line carries the query string; we log our own decision line
-        server_header=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=10,
-    )
-
-
-@authorizer_app.command("healthcheck")
-def healthcheck(
-    port: Annotated[int | None, typer.Option(help="Port [default: CHURNOPS_AUTHZ_PORT].")] = None,
-) -> None:
-    """Exit 0 when the local authorizer answers /healthz (the image's HEALTHCHECK; no curl in slim)."""
-    import urllib.request
-
-    from churn_authorizer.settings import get_settings
-
-    url = f"http://127.0.0.1:{port or get_settings().port}/healthz"
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            healthy = response.status == 200
-    except OSError:
-        healthy = False
-    if not healthy:
-        typer.echo(f"unhealthy: {url}", err=True)
-        raise typer.Exit(1)

@@ -1,4 +1,4 @@
-"""Commands of the cluster side (`churnops rollout ...`, `churnops manifests ...`, `churnops schemas ...`)."""
+"""`churnops manifests ...`, `churnops schemas ...`, `churnops rollout`: the cluster side."""
 
 from __future__ import annotations
 
@@ -13,11 +13,18 @@ if TYPE_CHECKING:
 
 console = Console(stderr=True)
 manifests_app = typer.Typer(
-    help="Render and validate the Kubernetes manifests (kustomize overlays).", no_args_is_help=True
+    name="manifests",
+    help="Render and validate the Kubernetes manifests (kustomize overlays).",
+    no_args_is_help=True,
 )
 schemas_app = typer.Typer(
-    help="The published CRD schemas the manifests are validated against.", no_args_is_help=True
+    name="schemas",
+    help="The published CRD schemas the manifests are validated against.",
+    no_args_is_help=True,
 )
+app = typer.Typer()
+app.add_typer(manifests_app)
+app.add_typer(schemas_app)
 
 ImageTag = Annotated[
     str | None,
@@ -140,7 +147,7 @@ def schemas_download(
     for path in written:
         console.print(f"  {path}")
     console.print(
-        f"{len(written)} files (sha256 verified) in {target}; validation reads CHURNOPS_SCHEMAS_DIR={target}"
+        f"{len(written)} files (sha256 verified) in {target}; validation reads CHURNOPS_CLUSTER_SCHEMAS_DIR={target}"
     )
 
 
@@ -175,13 +182,15 @@ def _report(plan: Plan, rollouts: Rollouts, *, apply: bool) -> None:
         console.print(f"recorded in {path}: commit it for CI to deploy, or rerun with --apply")
 
 
+@app.command("rollout")
 def rollout_command(
     target: Annotated[
         str, typer.Argument(help="VERSION (number or alias) to canary, or promote | abort | status")
     ],
     canary: Annotated[int, typer.Option("--canary", min=1, max=99, help="% of traffic for VERSION")] = 10,
     overlay: Annotated[
-        str | None, typer.Option("--overlay", help="Environment (default: CHURNOPS_ROLLOUT_OVERLAY or prod)")
+        str | None,
+        typer.Option("--overlay", help="Environment (default: CHURNOPS_CLUSTER_ROLLOUT_OVERLAY or prod)"),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the rendered manifest diff; change nothing")
@@ -229,10 +238,3 @@ def rollout_command(
     except (RolloutError, StateError, RenderError, ToolMissingError) as error:
         raise _fail(str(error)) from error
     _report(plan, rollouts, apply=apply)
-
-
-def register_cluster_commands(app: typer.Typer) -> None:
-    """Top-level cluster commands."""
-    app.add_typer(manifests_app, name="manifests")
-    app.add_typer(schemas_app, name="schemas")
-    app.command("rollout")(rollout_command)

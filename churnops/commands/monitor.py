@@ -1,4 +1,4 @@
-"""Commands of the monitoring side (`churnops monitor ...`, `churnops feedback`)."""
+"""`churnops monitor drift / drift-scenario / serve / db upgrade`: drift verdicts and the detector service."""
 
 from __future__ import annotations
 
@@ -7,30 +7,47 @@ from typing import Annotated
 
 import typer
 
-from churn_monitoring.commands import db_app, feedback, serve
+from churnops.artefacts import registered_artefact
 
-monitor_app = typer.Typer(
-    help="Drift detection, prediction store and live performance.", no_args_is_help=True
+app = typer.Typer(
+    name="monitor", help="Drift detection, prediction store and live performance.", no_args_is_help=True
 )
+db_app = typer.Typer(name="db", help="The prediction store's schema.", no_args_is_help=True)
+app.add_typer(db_app)
 
 
-def register_monitoring_commands(app: typer.Typer) -> None:
-    """Top-level monitoring commands (feedback)."""
-    app.command("feedback")(feedback)
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (CHURNOPS_DETECTOR_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (CHURNOPS_DETECTOR_PORT)")] = None,
+    model_dir: Annotated[
+        Path | None, typer.Option(help="serving artefact (CHURNOPS_DETECTOR_MODEL_DIR)")
+    ] = None,
+) -> None:
+    """Run the drift detector: KServe payload logs in, prediction store, drift, feedback, live F1."""
+    from churn_monitoring.service.main import serve as serve_detector
+
+    serve_detector(host, port, model_dir)
 
 
-def _register_service_commands() -> None:
-    """`churnops monitor serve` and `churnops monitor db ...` (the detector service and its store)."""
-    monitor_app.command("serve")(serve)
-    monitor_app.add_typer(db_app, name="db")
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the prediction store's tables (the service also does this when it starts)."""
+    from churn_monitoring.settings import get_settings
+    from churn_monitoring.store.database import (
+        create_store_engine,
+        current_revision,
+        database_url,
+        upgrade,
+    )
+
+    engine = create_store_engine(database_url(get_settings()))
+    upgrade(engine)
+    typer.echo(f"prediction store at revision {current_revision(engine)}")
+    engine.dispose()
 
 
-_register_service_commands()
-
-
-# --- drift detection (churn_monitoring.drift): `churnops monitor drift`, `churnops monitor drift-scenario` ---
-
-
+@app.command("drift")
 def drift_command(
     current: Annotated[
         Path,
@@ -54,7 +71,8 @@ def drift_command(
         typer.Option("--artefact", help="Exported serving artefact instead of the registry", file_okay=False),
     ] = None,
     backend: Annotated[
-        str | None, typer.Option("--backend", help="alibi or scipy (default: CHURNOPS_DRIFT_BACKEND)")
+        str | None,
+        typer.Option("--backend", help="alibi or scipy (default: CHURNOPS_DETECTOR_DRIFT_BACKEND)"),
     ] = None,
     predictions: Annotated[
         Path | None,
@@ -72,10 +90,10 @@ def drift_command(
     from churn_monitoring.drift.command import DriftCommandError, print_error, run_drift
 
     try:
+        directory = _artefact(artefact, model_version)
         run_drift(
             current,
-            artefact=artefact,
-            model_version=model_version,
+            artefact=directory,
             backend=backend,
             predictions=predictions,
             score=score,
@@ -88,6 +106,7 @@ def drift_command(
         raise typer.Exit(code=1) from error
 
 
+@app.command("drift-scenario")
 def drift_scenario_command(
     output: Annotated[Path, typer.Option("--output", help="Customers CSV to write", dir_okay=False)],
     shift: Annotated[
@@ -98,24 +117,38 @@ def drift_scenario_command(
     data: Annotated[
         Path | None,
         typer.Option(
-            "--data", help="Telco CSV (else CHURNOPS_DATA, ./data/, ../shared/data/)", dir_okay=False
+            "--data", help="Telco CSV (else CHURNOPS_MODEL_DATA, ./data/, ../shared/data/)", dir_okay=False
         ),
     ] = None,
 ) -> None:
     """Write a documented drift scenario (a reference-like resample, optionally one shifted field)."""
+    from churn_core.data import DataNotFoundError, resolve_data_path
+    from churn_model.settings import get_settings
     from churn_monitoring.drift.command import DriftCommandError, console, print_error, run_scenario
 
     try:
-        path = run_scenario(shift, output, data=data, rows=rows, seed=seed)
+        source = resolve_data_path(data, get_settings())
+        path = run_scenario(shift, output, data=source, rows=rows, seed=seed)
+    except DataNotFoundError as error:
+        print_error(error)
+        raise typer.Exit(code=1) from error
     except DriftCommandError as error:
         print_error(error)
         raise typer.Exit(code=1) from error
     console.print(f"wrote {path} ({rows} customers, shift: {shift})")
 
 
-def _register_drift_commands() -> None:
-    monitor_app.command("drift")(drift_command)
-    monitor_app.command("drift-scenario")(drift_scenario_command)
+def _artefact(artefact: Path | None, model_version: str | None) -> Path:
+    """`--artefact DIR` as given, else the registered version's exported artefact (exported on first use)."""
+    from churn_monitoring.drift.command import DriftCommandError
 
+    if artefact is not None and model_version is not None:
+        raise DriftCommandError("pass either --artefact or --model-version, not both")
+    if artefact is not None:
+        return artefact
+    from churn_model.registry import RegistryError
 
-_register_drift_commands()
+    try:
+        return registered_artefact(model_version or "champion")
+    except RegistryError as error:
+        raise DriftCommandError(str(error)) from error

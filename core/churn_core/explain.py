@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from churn_model.contract import (
+from churn_core.contract import (
     CategoryEffect,
     CategoryField,
     CustomerBatch,

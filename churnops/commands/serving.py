@@ -1,12 +1,12 @@
-"""Commands of the serving side (`churnops serve`, `churnops transformer`)."""
+"""`churnops serve` (the local stack) and `churnops transformer` (the transformer process alone)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
+
+app = typer.Typer()
 
 CURL_V1 = """curl -s -X POST http://127.0.0.1:{port}/v1/models/churn:predict -H 'content-type: application/json' \\
   -d '{{"instances": [{{"customerID": "7590-VHVEG", "gender": "Female", "SeniorCitizen": 0, "Partner": "Yes",
@@ -50,6 +50,7 @@ def _curl_v2(port: int) -> str:
     )
 
 
+@app.command("serve")
 def serve_command(
     train_if_missing: Annotated[
         bool,
@@ -72,6 +73,7 @@ def serve_command(
     from churn_model.registry import Registry, RegistryError
     from churn_model.settings import get_settings
     from churn_model.training import TrainingConfig
+    from churnops.settings import get_stack_settings
     from churnops.stack import ServingPorts, run_stack, serving_stack
 
     settings = get_settings()
@@ -88,15 +90,14 @@ def serve_command(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from error
     artefact = export_version(registry, info.version)
-    typer.echo(f"serving {settings.model_name} version {info.version} from {artefact}", err=True)
-    predictor_python = Path(
-        os.environ.get("CHURNOPS_PREDICTOR_PYTHON", Path(".venv-predictor") / "bin" / "python")
-    )
+    typer.echo(f"serving {settings.registered_name} version {info.version} from {artefact}", err=True)
+    stack_settings = get_stack_settings()
+    predictor_python = stack_settings.predictor_python
     if not predictor_python.exists():
         typer.echo(f"error: no predictor environment at {predictor_python} (run `make install`)", err=True)
         raise typer.Exit(1)
     ports = ServingPorts(port, predictor_port, predictor_port + 1, predictor_port + 2, detector_port)
-    detector_python = Path(os.environ.get("CHURNOPS_DRIFT_PYTHON", Path(".venv-drift") / "bin" / "python"))
+    detector_python = stack_settings.detector_python
     components = serving_stack(
         artefact,
         info.version,
@@ -105,6 +106,7 @@ def serve_command(
         workers=workers,
         with_detector=detector,
         detector_python=detector_python,
+        home=settings.home,
     )
 
     def announce(_: object) -> None:
@@ -121,18 +123,13 @@ def serve_command(
     raise typer.Exit(code)
 
 
+@app.command(
+    "transformer",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
 def transformer_command(ctx: typer.Context) -> None:
     """Run the transformer server alone (KServe model-server arguments, e.g. --predictor_host HOST:PORT)."""
     from churn_transformer.main import main
 
     raise typer.Exit(main(ctx.args))
-
-
-def register_serving_commands(app: typer.Typer) -> None:
-    """Top-level serving commands."""
-    app.command("serve")(serve_command)
-    app.command(
-        "transformer",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
-        add_help_option=False,
-    )(transformer_command)

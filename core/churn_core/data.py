@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -19,15 +20,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from churn_model.contract import (
+from churn_core.contract import (
     ID_FIELD,
     TARGET_FIELD,
     CustomerBatch,
     FeatureContract,
     NumberField,
 )
-from churn_model.settings import DATA_FILE_NAME, ModelSettings
 
+DATA_FILE_NAME = "telco-customer-churn.csv"
 MAX_REPORTED_ERRORS = 20
 CHUNK_BYTES = 8 << 20
 
@@ -68,8 +69,15 @@ class CustomerChunk:
     first_line: int
 
 
-def resolve_data_path(explicit: Path | None, settings: ModelSettings) -> Path:
-    """`--data`, then CHURNOPS_DATA, then ./data/, then ../shared/data/: the first that exists."""
+class DataLocation(Protocol):
+    """Any settings object that may name the data file (training's `ModelSettings`)."""
+
+    @property
+    def data(self) -> Path | None: ...
+
+
+def resolve_data_path(explicit: Path | None, settings: DataLocation) -> Path:
+    """`--data`, then CHURNOPS_MODEL_DATA, then ./data/, then ../shared/data/: the first that exists."""
     candidates = [explicit] if explicit is not None else []
     if settings.data is not None:
         candidates.append(settings.data)
@@ -81,7 +89,7 @@ def resolve_data_path(explicit: Path | None, settings: ModelSettings) -> Path:
             return candidate
     tried = ", ".join(str(c) for c in candidates if c is not None)
     raise DataNotFoundError(
-        f"no Telco CSV found (tried {tried}); pass --data PATH, set CHURNOPS_DATA or run "
+        f"no Telco CSV found (tried {tried}); pass --data PATH, set CHURNOPS_MODEL_DATA or run "
         "`churnops data download`"
     )
 

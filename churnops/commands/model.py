@@ -1,4 +1,4 @@
-"""Commands of the training side: data, train, models, export, promote, rollback, report, score."""
+"""Commands of the training side: train, models, export, promote, rollback, report, score."""
 
 from __future__ import annotations
 
@@ -11,14 +11,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-data_app = typer.Typer(help="The Telco Customer Churn data set.", no_args_is_help=True)
-# soft_wrap: a message naming a file, line or value must survive copy and paste whatever the width.
-console = Console(stderr=True, soft_wrap=True)
+from churnops.artefacts import registered_artefact
+from churnops.commands.common import DataOption, console, fail
 
-DataOption = Annotated[
-    Path | None,
-    typer.Option("--data", help="Telco CSV (else CHURNOPS_DATA, ./data/, ../shared/data/)", dir_okay=False),
-]
+app = typer.Typer()
 
 
 class RichProgress:
@@ -54,50 +50,7 @@ def _progress() -> Progress:
     )
 
 
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")  # unwrapped: the console soft-wraps
-    return typer.Exit(code=1)
-
-
-@data_app.command("download")
-def data_download(
-    to: Annotated[Path, typer.Option(help="Where to write the CSV")] = Path("data/telco-customer-churn.csv"),
-) -> None:
-    """Fetch the data set from its public source (IBM, Apache-2.0) and check its sha256."""
-    from churn_model.download import ChecksumMismatchError, download_dataset
-    from churn_model.settings import get_settings
-
-    settings = get_settings()
-    try:
-        path = download_dataset(settings.data_url, settings.data_sha256, to)
-    except ChecksumMismatchError as error:
-        raise _fail(str(error)) from error
-    console.print(f"wrote {path} (sha256 verified)")
-
-
-@data_app.command("validate")
-def data_validate(data: DataOption = None) -> None:
-    """Check a Telco CSV against the feature contract; exit 1 naming column, line and value if not."""
-    from churn_model.contract import telco_contract
-    from churn_model.data import (
-        CustomerReader,
-        DataNotFoundError,
-        DataValidationError,
-        resolve_data_path,
-    )
-    from churn_model.settings import get_settings
-
-    try:
-        path = resolve_data_path(data, get_settings())
-        customers = CustomerReader(telco_contract(), require_target=True).read_all(path)
-    except (DataValidationError, DataNotFoundError) as error:
-        raise _fail(str(error)) from error
-    assert customers.churned is not None
-    console.print(
-        f"{path}: {len(customers.batch)} customers, {int(customers.churned.sum())} churners — valid"
-    )
-
-
+@app.command("train")
 def train_command(
     data: DataOption = None,
     objective: Annotated[str, typer.Option(help="Threshold objective: f1 or value")] = "f1",
@@ -105,11 +58,11 @@ def train_command(
     customer_value: Annotated[float | None, typer.Option(help="Value of keeping a churner")] = None,
     save_rate: Annotated[float, typer.Option(help="Share of targeted churners an offer keeps")] = 0.5,
     cv_repeats: Annotated[int, typer.Option(help="Repeats of stratified 5-fold CV (0: skip)")] = 3,
-    seed: Annotated[int | None, typer.Option(help="Random seed (default CHURNOPS_SEED or 42)")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default CHURNOPS_MODEL_SEED or 42)")] = None,
     if_missing: Annotated[bool, typer.Option("--if-missing", help="Do nothing if a version exists")] = False,
 ) -> None:
     """Train, evaluate (test split + repeated CV), register in MLflow and export the serving artefact."""
-    from churn_model.data import DataNotFoundError, DataValidationError
+    from churn_core.data import DataNotFoundError, DataValidationError
     from churn_model.evaluation import RetentionEconomics
     from churn_model.pipeline import train
     from churn_model.registry import Registry
@@ -118,16 +71,16 @@ def train_command(
 
     settings = get_settings()
     if if_missing and Registry(settings).has_versions():
-        console.print(f"{settings.model_name} already has registered versions; not training")
+        console.print(f"{settings.registered_name} already has registered versions; not training")
         return
     economics = None
     if objective == "value" or offer_cost is not None or customer_value is not None:
         if offer_cost is None or customer_value is None:
-            raise _fail("the value objective needs both --offer-cost and --customer-value")
+            raise fail("the value objective needs both --offer-cost and --customer-value")
         economics = RetentionEconomics(offer_cost, customer_value, save_rate)
         objective = "value"
     elif objective != "f1":
-        raise _fail("--objective must be f1 or value")
+        raise fail("--objective must be f1 or value")
     config = TrainingConfig(
         seed=settings.seed if seed is None else seed,
         objective="value" if economics else "f1",
@@ -140,11 +93,11 @@ def train_command(
             result = train(settings, config, data, reporter)
             reporter.finish()
     except (DataValidationError, DataNotFoundError) as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
     _print_training_summary(result.metrics)
     role = "champion" if result.became_champion else "challenger"
     console.print(
-        f"registered {settings.model_name} version {result.version} as {role}; "
+        f"registered {settings.registered_name} version {result.version} as {role}; "
         f"artefact {result.artefact} ({result.metrics['train_seconds']:.1f} s)"
     )
     typer.echo(result.version)
@@ -168,6 +121,7 @@ def _print_training_summary(metrics: dict[str, Any]) -> None:
     console.print(table)
 
 
+@app.command("models")
 def models_command() -> None:
     """List registered versions with aliases and test metrics."""
     from churn_model.registry import Registry
@@ -189,6 +143,7 @@ def models_command() -> None:
     Console().print(table)
 
 
+@app.command("export")
 def export_command(
     version: Annotated[str, typer.Argument(help="Version number or alias (champion, challenger)")],
     directory: Annotated[Path, typer.Argument(help="Target directory (replaced)", file_okay=False)],
@@ -201,10 +156,11 @@ def export_command(
     try:
         path = export_version(Registry(get_settings()), version, directory)
     except RegistryError as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
     console.print(f"exported to {path}")
 
 
+@app.command("promote")
 def promote_command(version: Annotated[str, typer.Argument(help="Version to make champion")]) -> None:
     """Point the `champion` alias at VERSION (the previous champion is kept for rollback)."""
     from churn_model.registry import Registry, RegistryError
@@ -214,10 +170,11 @@ def promote_command(version: Annotated[str, typer.Argument(help="Version to make
     try:
         previous = registry.promote(version)
     except RegistryError as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
     console.print(f"champion: {previous} -> {registry.resolve('champion').version}")
 
 
+@app.command("rollback")
 def rollback_command() -> None:
     """Return `champion` to the version it pointed at before the last promotion."""
     from churn_model.registry import Registry, RegistryError
@@ -226,28 +183,8 @@ def rollback_command() -> None:
     try:
         current, target = Registry(get_settings()).rollback()
     except RegistryError as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
     console.print(f"champion: {current} -> {target}")
-
-
-def _artefact_for(version: str | None) -> Path:
-    """The exported artefact of a registered version (champion by default), exported on first use."""
-    from churn_model.pipeline import export_version
-    from churn_model.registry import Registry
-    from churn_model.settings import get_settings
-
-    settings = get_settings()
-    if version is not None and version.isdigit():
-        # Registered versions are immutable: an already exported, checksum-verified copy is that version.
-        exported = settings.models_dir / version
-        if (exported / "manifest.json").is_file():
-            return exported
-    registry = Registry(settings)
-    info = registry.resolve(version)
-    directory = registry.settings.models_dir / info.version
-    if not (directory / "manifest.json").is_file():
-        export_version(registry, info.version, directory)
-    return directory
 
 
 def _estimate_rows(path: Path, sample_bytes: int = 1 << 16) -> int:
@@ -259,6 +196,7 @@ def _estimate_rows(path: Path, sample_bytes: int = 1 << 16) -> int:
     return max(int(size / (len(sample) / (lines + 1))) - 1, 1)
 
 
+@app.command("score")
 def score_command(
     input_file: Annotated[
         Path, typer.Option("--input", help="Customers CSV (no Churn needed)", dir_okay=False)
@@ -272,12 +210,12 @@ def score_command(
     ] = None,
 ) -> None:
     """Score a customer file in streamed chunks: id, probability, prediction, risk level, action."""
-    from churn_model.data import DataValidationError
+    from churn_core.data import DataValidationError
     from churn_model.registry import RegistryError
     from churn_model.scoring import BatchScorer
 
     try:
-        directory = artefact or _artefact_for(model_version)
+        directory = artefact or registered_artefact(model_version)
         scorer = BatchScorer(directory)
         estimated_rows = _estimate_rows(input_file)
         with _progress() as bar:
@@ -289,7 +227,7 @@ def score_command(
             summary = scorer.score_file(input_file, output, on_chunk=advance)
             bar.update(task, total=summary.rows, completed=summary.rows)
     except (DataValidationError, RegistryError, FileNotFoundError) as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
     console.print(
         f"scored {summary.rows:,} customers with model version {summary.model_version} in "
         f"{summary.seconds:.2f} s ({summary.rows_per_second:,.0f} rows/s); predicted churners: "
@@ -298,6 +236,7 @@ def score_command(
     )
 
 
+@app.command("report")
 def report_command(
     version: Annotated[str | None, typer.Argument(help="Version or alias (default: champion)")] = None,
     output: Annotated[Path | None, typer.Option(help="HTML file (default reports/model-v<N>.html)")] = None,
@@ -307,14 +246,14 @@ def report_command(
     ] = None,
 ) -> None:
     """Write a self-contained HTML model report: ROC, PR, calibration, confusion matrix, F1 vs threshold."""
-    from churn_model.contract import FeatureContract
+    from churn_core.contract import FeatureContract
     from churn_model.registry import RegistryError
     from churn_model.report import render_report
 
     try:
-        directory = artefact or _artefact_for(version)
+        directory = artefact or registered_artefact(version)
     except RegistryError as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
     document, image = render_report(directory)
     target = output or Path("reports") / f"model-v{FeatureContract.load(directory).model.version}.html"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -323,16 +262,6 @@ def report_command(
         png.parent.mkdir(parents=True, exist_ok=True)
         png.write_bytes(image)
     console.print(f"wrote {target}" + (f" and {png}" if png else ""))
-
-
-def register_model_commands(app: typer.Typer) -> None:
-    app.command("train")(train_command)
-    app.command("models")(models_command)
-    app.command("export")(export_command)
-    app.command("promote")(promote_command)
-    app.command("rollback")(rollback_command)
-    app.command("score")(score_command)
-    app.command("report")(report_command)
 
 
 def dumps(document: Any) -> str:
