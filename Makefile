@@ -66,12 +66,16 @@ lint: $(VENV)/.installed  ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy churnops core/churn_core model/churn_model transformer/churn_transformer monitoring/churn_monitoring authorizer/churn_authorizer
 
+.PHONY: docs
+docs: $(VENV)/.installed  ## build the documentation site (mkdocs --strict) into .churnops/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir .churnops/site
+
 .PHONY: system-tools
 system-tools:  ## podman, prometheus, wrk, shellcheck from Debian when missing (needs root)
 	scripts/ensure-system-tools.sh
 
 .PHONY: test
-test: install system-tools lint  ## the whole suite: lint, types, unit, integration, containers
+test: install system-tools lint docs  ## the whole suite: lint, types, docs, unit, integration, containers
 	$(VENV)/bin/pytest
 
 .PHONY: bench

@@ -22,14 +22,19 @@ class AuthorizerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CHURNOPS_AUTHORIZER_", extra="ignore")
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    log_level: str = "INFO"
+    host: str = Field(default="127.0.0.1", description="bind address; the image sets 0.0.0.0")
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port Envoy's ext_authz calls")
+    log_level: str = Field(default="INFO", description="log level of the JSON log lines")
 
     # Envoy sends the check to `<path_prefix><original path>`; must equal `pathPrefix` in the mesh config.
-    check_prefix: str = "/check"
+    check_prefix: str = Field(
+        default="/check", description="path prefix of the checks; equals `pathPrefix` in the mesh config"
+    )
     # Passed upstream on allow (listed in `headersToUpstreamOnAllow`); carries the key id, never the key.
-    key_id_header: str = "x-churnops-key-id"
+    key_id_header: str = Field(
+        default="x-churnops-key-id",
+        description="header carrying the key id upstream on allow (never the key)",
+    )
 
     keys_file: Path = Field(default=DEFAULT_KEYS_FILE, description="keys.json mounted from the keys Secret")
     keys_reload_interval_s: float = Field(default=10.0, ge=0.0, description="how often to stat keys_file")
@@ -37,18 +42,28 @@ class AuthorizerSettings(BaseSettings):
         default=DEFAULT_SECRET_MANIFEST, description="Secret manifest that `churnops keys` edits"
     )
 
-    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
-    redis_prefix: str = "churnops:authz:"
+    redis_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"), description="Redis holding the shared rate limits"
+    )
+    redis_prefix: str = Field(default="churnops:authz:", description="prefix of every Redis key we write")
     # Envoy waits for us (mesh `timeout`, 0.5 s in our snippet): Redis must answer well inside that.
-    redis_timeout_s: float = Field(default=0.1, gt=0.0)
+    redis_timeout_s: float = Field(default=0.1, gt=0.0, description="longest wait for one Redis answer")
     # After a Redis error, skip Redis for this long (apply `redis_failure_mode` directly) instead of paying
     # the timeout on every request of an outage.
-    redis_retry_interval_s: float = Field(default=1.0, ge=0.0)
-    redis_failure_mode: Literal["open", "closed"] = "open"
-    fail_closed_retry_after_s: int = Field(default=1, ge=1)
+    redis_retry_interval_s: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="after a Redis error, apply the failure mode this long without asking",
+    )
+    redis_failure_mode: Literal["open", "closed"] = Field(
+        default="open", description="without Redis: allow without limits (open) or refuse with 429 (closed)"
+    )
+    fail_closed_retry_after_s: int = Field(
+        default=1, ge=1, description="Retry-After of the 429 answered while failing closed"
+    )
 
     rate_limit: int = Field(default=100, ge=1, description="requests per rate_period_s, per key")
-    rate_period_s: float = Field(default=60.0, gt=0.0)
+    rate_period_s: float = Field(default=60.0, gt=0.0, description="the period of rate_limit, in seconds")
 
     @field_validator("check_prefix")
     @classmethod

@@ -31,12 +31,15 @@ class ClusterSettings(BaseSettings):
         default="https://raw.githubusercontent.com", description="where `churnops schemas download` fetches"
     )
     # Where `churnops export VERSION DIR` + an upload put each version's serving artefact.
-    storage_uri_template: str = Field(default="s3://churnops-models/churn-model/{version}")
+    storage_uri_template: str = Field(
+        default="s3://churnops-models/churn-model/{version}",
+        description="storageUri of a version's serving artefact; must contain {version}",
+    )
     kubernetes_version: str = Field(default="1.32.0", description="core schemas of kubernetes-validate")
     tools_bin: Path | None = Field(
         default=None, description="kubernetes-validate, checkov, actionlint (default: .venv-tools/bin, PATH)"
     )
-    kubectl: str = "kubectl"
+    kubectl: str = Field(default="kubectl", description="kubectl executable (>= 1.27, kustomize v5)")
     kube_context: str | None = Field(
         default=None, description="kubectl context for --apply (default: current)"
     )

@@ -18,9 +18,13 @@ class DetectorSettings(BaseSettings):
 
     # --- drift detection (churn_monitoring.drift) ---
     # alibi-detect is the design's default; "scipy" runs the same tests without its BSL-1.1 licence.
-    drift_backend: Literal["alibi", "scipy"] = "alibi"
+    drift_backend: Literal["alibi", "scipy"] = Field(
+        default="alibi", description="alibi-detect (the default) or the same tests in scipy"
+    )
     drift_p_value: float = Field(default=0.05, gt=0.0, lt=1.0, description="family-wise significance")
-    drift_correction: Literal["bonferroni", "fdr"] = "bonferroni"
+    drift_correction: Literal["bonferroni", "fdr"] = Field(
+        default="bonferroni", description="multiple-testing correction over the fields of a window"
+    )
     # Effect-size floors: a feature drifts only when significant AND at least this material (see README).
     drift_psi_floor: float = Field(default=0.1, ge=0.0, description="PSI floor for categorical features")
     drift_wasserstein_floor: float = Field(

@@ -26,7 +26,7 @@ class TransformerSettings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="bind address; the image sets 0.0.0.0")
     http_port: int = Field(default=8080, ge=1, le=65535, description="default of --http_port")
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", description="log level of the JSON log lines")
 
     predictor_host: str | None = Field(
         default=None, description="host:port of the predictor (KServe's --predictor_host wins)"
@@ -47,21 +47,29 @@ class TransformerSettings(BaseSettings):
     max_batch: int = Field(default=1000, ge=1, description="most customers accepted in one request")
     # Micro-batching: while a predictor call is in flight, arriving requests queue and go together in the
     # next call (up to batch_max_rows customers); batch_wait_ms adds an optional wait to fill a call.
-    batch_max_rows: int = Field(default=1000, ge=1)
-    batch_wait_ms: float = Field(default=0.0, ge=0.0)
+    batch_max_rows: int = Field(default=1000, ge=1, description="most customers in one predictor call")
+    batch_wait_ms: float = Field(
+        default=0.0, ge=0.0, description="extra wait to fill a predictor call (0: none; the queue fills it)"
+    )
     # One call in flight per worker: requests arriving meanwhile form the next call, so calls are fewer and
     # fuller (the predictor's cost is mostly per call); measured better than 2 on a 2-core node.
     predictor_concurrency: int = Field(default=1, ge=1, description="predictor calls in flight per worker")
 
     # Local stand-in for KServe's payload logger (the agent sidecar): when set, every inference request
     # and its 200 response are posted to this URL as binary-mode CloudEvents, off the request path.
-    payload_logger_url: str | None = None
-    payload_logger_source: str = "http://localhost:9081/"
-    payload_logger_queue: int = Field(default=1000, ge=1)
-    inference_service: str = "churn"
-    namespace: str = "default"
-    component: str = "transformer"
-    endpoint: str = "default"
+    payload_logger_url: str | None = Field(
+        default=None, description="post payload-log CloudEvents here (local stand-in for KServe's agent)"
+    )
+    payload_logger_source: str = Field(
+        default="http://localhost:9081/", description="ce-source of the payload-log events"
+    )
+    payload_logger_queue: int = Field(
+        default=1000, ge=1, description="payload-log events waiting to be posted before new ones are dropped"
+    )
+    inference_service: str = Field(default="churn", description="ce-inferenceservicename of the events")
+    namespace: str = Field(default="default", description="ce-namespace of the events")
+    component: str = Field(default="transformer", description="ce-component of the events")
+    endpoint: str = Field(default="default", description="ce-endpoint of the events")
 
 
 @lru_cache(maxsize=1)
