@@ -107,6 +107,23 @@ def _header(path: Path) -> list[str]:
         return next(csv.reader(handle), [])
 
 
+class _ProblemLog:
+    """The problems of one chunk: all counted, the first MAX_REPORTED_ERRORS spelt out."""
+
+    def __init__(self, first_line: int) -> None:
+        self.first_line = first_line
+        self.reported: list[DataProblem] = []
+        self.total = 0
+
+    def report(self, column: str, bad: npt.NDArray[np.bool_], values: pa.Array, reason: str) -> None:
+        rows = np.flatnonzero(bad)
+        self.total += len(rows)
+        self.reported.extend(
+            DataProblem(column, self.first_line + int(row), str(values[int(row)]), reason)
+            for row in rows[: MAX_REPORTED_ERRORS - len(self.reported)]
+        )
+
+
 class CustomerReader:
     """Streams a customer CSV in validated chunks; `require_target` for training files."""
 
@@ -169,65 +186,62 @@ class CustomerReader:
         )
 
     def validate(self, table: pa.RecordBatch, first_line: int, source: str) -> CustomerChunk:
-        problems: list[DataProblem] = []
-        total_problems = 0
-
-        def report(column: str, bad: npt.NDArray[np.bool_], values: pa.Array, reason: str) -> None:
-            nonlocal total_problems
-            rows = np.flatnonzero(bad)
-            total_problems += len(rows)
-            problems.extend(
-                DataProblem(column, first_line + int(row), str(values[int(row)]), reason)
-                for row in rows[: MAX_REPORTED_ERRORS - len(problems)]
-            )
-
-        n = table.num_rows
-        categories = np.empty((n, len(self.contract.category_fields)), dtype=np.int64)
-        for index, spec in enumerate(self.contract.category_fields):
-            column = table.column(spec.name)
-            codes = pc.index_in(column, value_set=self._value_sets[spec.name])
-            bad = np.asarray(codes.is_null())
-            if bad.any():
-                report(spec.name, bad, column, f"is not one of {list(spec.values)}")
-            categories[:, index] = np.asarray(codes.fill_null(0))
-
-        tenure = None
-        numbers = np.empty((n, len(self.contract.number_fields)), dtype=np.float64)
-        for index, number_spec in enumerate(self.contract.number_fields):
-            column = table.column(number_spec.name)
-            values, bad = self._parse_numbers(column)
-            if number_spec.name == "TotalCharges":
-                values, bad = self._blank_total_charges(column, values, bad, tenure)
-            if bad.any():
-                report(number_spec.name, bad, column, "is not a number")
-            out_of_range = ~bad & self._out_of_range(number_spec, values)
-            if out_of_range.any():
-                report(number_spec.name, out_of_range, column, self._range_text(number_spec))
-            numbers[:, index] = np.where(bad | out_of_range, 0.0, values)
-            if number_spec.name == "tenure":
-                tenure = numbers[:, index]
-
-        churned = None
-        if TARGET_FIELD in table.schema.names:
-            target = table.column(TARGET_FIELD)
-            is_yes = np.asarray(pc.equal(target, "Yes"))
-            is_no = np.asarray(pc.equal(target, "No"))
-            bad = ~(is_yes | is_no)
-            if self.require_target and bad.any():
-                report(TARGET_FIELD, bad, target, "is not Yes or No")
-            churned = is_yes
+        problems = _ProblemLog(first_line)
+        categories = self._categories(table, problems)
+        numbers = self._numbers(table, problems)
+        churned = self._target(table, problems)
         if ID_FIELD in table.schema.names:
             ids = table.column(ID_FIELD)
         else:
-            ids = pa.array([f"line-{first_line + i}" for i in range(n)], type=pa.string())
-        if problems:
-            raise DataValidationError(source, problems, total_problems)
+            ids = pa.array([f"line-{first_line + i}" for i in range(table.num_rows)], type=pa.string())
+        if problems.reported:
+            raise DataValidationError(source, problems.reported, problems.total)
         return CustomerChunk(
             ids=ids,
             batch=CustomerBatch(categories=categories, numbers=numbers),
             churned=churned if self.require_target or TARGET_FIELD in table.schema.names else None,
             first_line=first_line,
         )
+
+    def _categories(self, table: pa.RecordBatch, problems: _ProblemLog) -> npt.NDArray[np.int64]:
+        categories = np.empty((table.num_rows, len(self.contract.category_fields)), dtype=np.int64)
+        for index, spec in enumerate(self.contract.category_fields):
+            column = table.column(spec.name)
+            codes = pc.index_in(column, value_set=self._value_sets[spec.name])
+            bad = np.asarray(codes.is_null())
+            if bad.any():
+                problems.report(spec.name, bad, column, f"is not one of {list(spec.values)}")
+            categories[:, index] = np.asarray(codes.fill_null(0))
+        return categories
+
+    def _numbers(self, table: pa.RecordBatch, problems: _ProblemLog) -> npt.NDArray[np.float64]:
+        tenure = None
+        numbers = np.empty((table.num_rows, len(self.contract.number_fields)), dtype=np.float64)
+        for index, number_spec in enumerate(self.contract.number_fields):
+            column = table.column(number_spec.name)
+            values, bad = self._parse_numbers(column)
+            if number_spec.name == "TotalCharges":
+                values, bad = self._blank_total_charges(column, values, bad, tenure)
+            if bad.any():
+                problems.report(number_spec.name, bad, column, "is not a number")
+            out_of_range = ~bad & self._out_of_range(number_spec, values)
+            if out_of_range.any():
+                problems.report(number_spec.name, out_of_range, column, self._range_text(number_spec))
+            numbers[:, index] = np.where(bad | out_of_range, 0.0, values)
+            if number_spec.name == "tenure":
+                tenure = numbers[:, index]
+        return numbers
+
+    def _target(self, table: pa.RecordBatch, problems: _ProblemLog) -> npt.NDArray[np.bool_] | None:
+        if TARGET_FIELD not in table.schema.names:
+            return None
+        target = table.column(TARGET_FIELD)
+        is_yes = np.asarray(pc.equal(target, "Yes"))
+        is_no = np.asarray(pc.equal(target, "No"))
+        bad = ~(is_yes | is_no)
+        if self.require_target and bad.any():
+            problems.report(TARGET_FIELD, bad, target, "is not Yes or No")
+        return is_yes
 
     @staticmethod
     def _parse_numbers(column: pa.Array) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:

@@ -58,6 +58,17 @@ def _texts(indices: np.ndarray, table: np.ndarray) -> pa.Array:
     return dictionary.cast(pa.string())
 
 
+def _put_unless_stopped(queue: Queue[CustomerChunk | BaseException | None], item: CustomerChunk, stopped: threading.Event) -> bool:
+    """Put `item`, waiting for room, unless the consumer stops first (then False)."""
+    while not stopped.is_set():
+        try:
+            queue.put(item, timeout=0.1)
+        except Full:
+            continue
+        return True
+    return False
+
+
 def _read_ahead(chunks: Iterator[CustomerChunk], depth: int = 2) -> Iterator[CustomerChunk]:
     """Parse and validate the next chunks in a background thread while the current one is scored.
 
@@ -70,13 +81,7 @@ def _read_ahead(chunks: Iterator[CustomerChunk], depth: int = 2) -> Iterator[Cus
     def produce() -> None:
         try:
             for chunk in chunks:
-                while not stopped.is_set():
-                    try:
-                        queue.put(chunk, timeout=0.1)
-                        break
-                    except Full:
-                        continue
-                if stopped.is_set():
+                if not _put_unless_stopped(queue, chunk, stopped):
                     return
         except BaseException as error:  # handed to the consumer, which re-raises it
             queue.put(error)
