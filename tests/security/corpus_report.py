@@ -48,7 +48,9 @@ def main(argv: list[str]) -> None:
             skipped += 1
             route = upstream_route(path)
             protected += route not in CHURN_HEALTH and bool(PROTECTED_ROUTES.fullmatch(route))
-    print(f"normalization {mode}: {len(CORPUS)} paths x 2 methods x {len(CHURN_PORTS)} ports = {total} requests")
+    print(
+        f"normalization {mode}: {len(CORPUS)} paths x 2 methods x {len(CHURN_PORTS)} ports = {total} requests"
+    )
     print(f"  refused by the proxy (400): {rejected}")
     print(f"  skip the authorizer: {skipped}, of which reach a protected route: {protected}")
 
