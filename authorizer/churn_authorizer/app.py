@@ -24,16 +24,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
+from starlette.types import ASGIApp, Receive, Send
+from starlette.types import Scope as AsgiScope
 
+from churn_authorizer.breaker import CircuitBreaker, CircuitState
 from churn_authorizer.keys import KeysFile
 from churn_authorizer.limiter import RateDecision, RateLimiter, RateLimiterUnavailableError, redis_client
 from churn_authorizer.metrics import Metrics
-from churn_authorizer.policy import normalize_path, required_scope
+from churn_authorizer.policy import Open, normalize_path, required_scope
 from churn_authorizer.scopes import Scope
 from churn_authorizer.settings import AuthorizerSettings, get_settings
+from churn_core.errors import error_body
 
-CHECK_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 WWW_AUTHENTICATE = 'Bearer realm="churnops"'
 
 log = structlog.get_logger("churn_authorizer")
@@ -41,6 +44,8 @@ log = structlog.get_logger("churn_authorizer")
 
 @dataclass(frozen=True)
 class Decision:
+    """An answer to one check. `outcome` is also the `code` of a denial's body and the metrics label."""
+
     status: int
     outcome: str
     scope: Scope | None
@@ -66,6 +71,14 @@ def _rate_headers(decision: RateDecision) -> dict[str, str]:
     }
 
 
+UNKNOWN_PATH = Decision(
+    403,
+    "unknown_path",
+    None,
+    message="this path and method are not served through the API gateway",
+)
+
+
 class Authorizer:
     """The decision, apart from HTTP plumbing: path → scope, key → entry, entry → rate budget."""
 
@@ -82,15 +95,20 @@ class Authorizer:
         if result == "reloaded":
             self.metrics.keys_reloads.labels("reloaded").inc()
             self.metrics.keys_loaded.set(len(self.keys.store))
+            self.metrics.keys_failing.set(0)
             log.info("keys_loaded", path=str(self.keys.path), keys=len(self.keys.store))
         elif result == "failed":
             self.metrics.keys_reloads.labels("failed").inc()
+            self.metrics.keys_failing.set(1)
             log.error("keys_load_failed", reason=self.keys.last_error, keeping=len(self.keys.store))
 
     async def decide(self, method: str, path: str, headers: Mapping[str, str]) -> Decision:
-        scope = required_scope(method, path)
-        if scope is None:
+        needs = required_scope(method, path)
+        if needs is None:
+            return UNKNOWN_PATH
+        if isinstance(needs, Open):
             return Decision(200, "open", None)
+        scope = needs
         self.refresh_keys()
         key = presented_key(headers)
         if key is None:
@@ -105,37 +123,41 @@ class Authorizer:
         if entry is None:
             return Decision(
                 401,
-                "unauthenticated",
+                "invalid_api_key",
                 scope,
                 headers={"www-authenticate": f'{WWW_AUTHENTICATE}, error="invalid_token"'},
                 message="unknown or revoked API key",
             )
         if not entry.allows(scope):
             return Decision(403, "forbidden", scope, entry.id, message=f"this key lacks the '{scope}' scope")
-        limit = entry.rate_limit or self.settings.rate_limit
+        return await self._charge(scope, entry.id, entry.rate_limit or self.settings.rate_limit)
+
+    async def _charge(self, scope: Scope, key_id: str, limit: int) -> Decision:
         try:
-            rate = await self.limiter.hit(entry.id, limit)
+            rate = await self.limiter.hit(key_id, limit)
         except RateLimiterUnavailableError as exc:
-            return self._limiter_down(exc, scope, entry.id)
+            return self._limiter_down(exc, scope, key_id)
         if not rate.allowed:
             return Decision(
                 429,
                 "rate_limited",
                 scope,
-                entry.id,
+                key_id,
                 headers={"retry-after": rate.retry_after_header, **_rate_headers(rate)},
                 message=f"rate limit of {limit} requests per {self.settings.rate_period_s:g} s exceeded",
             )
-        headers_out = {self.settings.key_id_header: entry.id, **_rate_headers(rate)}
-        return Decision(200, "allowed", scope, entry.id, headers=headers_out)
+        headers_out = {self.settings.key_id_header: key_id, **_rate_headers(rate)}
+        return Decision(200, "allowed", scope, key_id, headers=headers_out)
 
     def _limiter_down(self, exc: RateLimiterUnavailableError, scope: Scope, key_id: str) -> Decision:
-        """Redis unavailable: the key is valid and in scope; `redis_failure_mode` decides."""
+        """Redis unavailable: the key is valid and in scope; `redis_failure_mode` decides this request."""
         mode = self.settings.redis_failure_mode
-        if exc.__cause__ is not None:  # a real failure, not a skip within redis_retry_interval_s
+        if exc.__cause__ is not None:  # a real failure or timeout, not a call the open circuit skipped
             self.metrics.redis_errors.labels(type(exc.__cause__).__name__).inc()
             log.warning("redis_unavailable", error=str(exc), failure_mode=mode)
         if mode == "open":
+            reason = "redis_error" if exc.__cause__ is not None else "circuit_open"
+            self.metrics.limiter_bypassed.labels(reason).inc()
             return Decision(
                 200, "allowed_unlimited", scope, key_id, headers={self.settings.key_id_header: key_id}
             )
@@ -149,6 +171,34 @@ class Authorizer:
         )
 
 
+class _AnyMethod:
+    """An ASGI app, so that starlette.routing.Route routes every method to it (starlette/routing.py: a
+    function endpoint gets `methods=["GET"]` by default, an ASGI app none)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def _breaker(settings: AuthorizerSettings, metrics: Metrics) -> CircuitBreaker:
+    def changed(previous: CircuitState, state: CircuitState) -> None:
+        metrics.set_circuit_state(state.value)
+        if state is CircuitState.OPEN:
+            metrics.circuit_opened.inc()
+        log.warning("redis_circuit", previous=previous.value, state=state.value)
+
+    return CircuitBreaker(
+        failures=settings.redis_breaker_failures,
+        failure_ratio=settings.redis_breaker_failure_ratio,
+        min_calls=settings.redis_breaker_min_calls,
+        window_s=settings.redis_breaker_window_s,
+        open_s=settings.redis_retry_interval_s,
+        on_change=changed,
+    )
+
+
 def create_app(settings: AuthorizerSettings | None = None) -> Starlette:
     settings = settings or get_settings()
     metrics = Metrics()
@@ -158,14 +208,17 @@ def create_app(settings: AuthorizerSettings | None = None) -> Starlette:
         redis,
         prefix=settings.redis_prefix,
         period_s=settings.rate_period_s,
-        retry_interval_s=settings.redis_retry_interval_s,
+        breaker=_breaker(settings, metrics),
     )
     authorizer = Authorizer(settings, keys, limiter, metrics)
     prefix_len = len(settings.check_prefix)
 
     async def check(request: Request) -> Response:
         started = time.perf_counter()
-        path = request.scope["path"][prefix_len:] or "/"
+        # The RAW path, as Envoy sent it (uvicorn's `path` is already percent-decoded): policy.normalize_path
+        # decodes it exactly once, as the server behind the mesh will.
+        raw = request.scope.get("raw_path") or request.scope["path"].encode()
+        path = raw.decode("latin-1")[prefix_len:] or "/"
         try:
             decision = await authorizer.decide(request.method, path, request.headers)
         except Exception:  # a bug must deny, not turn into a 5xx that the mesh may fail open on
@@ -191,7 +244,7 @@ def create_app(settings: AuthorizerSettings | None = None) -> Starlette:
         )
         if decision.status == 200:
             return Response(status_code=200, headers=decision.headers)
-        body = {"error": decision.outcome, "message": decision.message}
+        body = error_body(decision.outcome, decision.message or decision.outcome)
         return JSONResponse(body, status_code=decision.status, headers=decision.headers)
 
     async def healthz(_: Request) -> Response:
@@ -202,7 +255,8 @@ def create_app(settings: AuthorizerSettings | None = None) -> Starlette:
         its outage is handled by redis_failure_mode, and unready pods would only turn it into 503s."""
         authorizer.refresh_keys()
         if not keys.loaded:
-            return JSONResponse({"status": "no keys file loaded", "error": keys.last_error}, status_code=503)
+            message = f"no keys file loaded: {keys.last_error}"
+            return JSONResponse(error_body("keys_not_loaded", message), status_code=503)
         return JSONResponse({"status": "ready", "keys": len(keys.store)})
 
     async def metrics_endpoint(_: Request) -> Response:
@@ -227,7 +281,9 @@ def create_app(settings: AuthorizerSettings | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route(settings.check_prefix + "/{path:path}", check, methods=CHECK_METHODS),
+        # Every method: Envoy forwards the client's, whatever it is (TRACE, PROPFIND, ...), and each must get
+        # our answer. Starlette limits a function endpoint to GET unless told; an ASGI app is not limited.
+        Route(settings.check_prefix + "/{path:path}", _AnyMethod(request_response(check))),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.authorizer = authorizer

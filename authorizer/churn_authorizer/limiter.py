@@ -16,7 +16,6 @@ handling where we need fail-fast timeouts; the script is 20 lines.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,8 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+from churn_authorizer.breaker import CircuitBreaker
 
 # KEYS[1]: bucket; ARGV[1]: emission interval T (µs); ARGV[2]: burst. Returns {allowed, remaining,
 # retry_after_us, reset_after_us}. Numbers are Lua doubles: µs since the epoch (~2^51) stay exact.
@@ -48,7 +49,7 @@ return {1, math.floor((now - allow_at) / interval), 0, new_tat - now}
 
 
 class RateLimiterUnavailableError(Exception):
-    """Redis could not be asked (down, timed out, or skipped after a recent failure)."""
+    """Redis could not be asked: it failed or timed out (`__cause__` set), or the circuit is open."""
 
 
 @dataclass(frozen=True)
@@ -66,45 +67,53 @@ class RateDecision:
 
 
 def redis_client(url: str, timeout_s: float) -> Redis:
-    """A client that fails fast: no backoff, one immediate retry (a pooled connection may have gone stale
-    when Redis restarted), short connect and read timeouts."""
+    """A client that fails fast and NEVER retries: short connect and read timeouts, no retry.
+
+    A charge that timed out may still have run in Redis (the command was sent; only the answer was late),
+    so a retry could charge the key twice. Making the charge idempotent instead (Envoy's `x-request-id` as
+    the key of the charge) was rejected: inside the mesh a caller sets `x-request-id` itself, and replaying
+    one id would then pass for free. A lost answer therefore costs that one request its limit check (the
+    failure mode decides it), and the circuit breaker keeps a dead Redis from costing a timeout per request.
+    `from_url` hands `retry` to every connection (redis/asyncio/connection.py, AbstractConnection: the
+    connection retries ConnectionError and TimeoutError per its `retry`); `Retry(NoBackoff(), 0)` means one
+    attempt. (redis-py 8's own client default is 10 retries with backoff: redis/_defaults.py.)
+    """
     return Redis.from_url(
         url,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 1),
+        retry=Retry(NoBackoff(), 0),
         health_check_interval=30,
     )
 
 
 class RateLimiter:
-    def __init__(self, redis: Redis, *, prefix: str, period_s: float, retry_interval_s: float = 1.0) -> None:
+    def __init__(self, redis: Redis, *, prefix: str, period_s: float, breaker: CircuitBreaker) -> None:
         self.redis = redis
         self.prefix = prefix
         self.period_s = period_s
-        self.retry_interval_s = retry_interval_s
+        self.breaker = breaker
         self._script = redis.register_script(GCRA_LUA)
-        self._down_until = float("-inf")
 
     def bucket(self, key_id: str) -> str:
         return f"{self.prefix}rl:{key_id}"
 
     async def hit(self, key_id: str, limit: int, burst: int | None = None) -> RateDecision:
-        """Count one request of `key_id` against `limit` per period.
+        """Charge one request of `key_id` against `limit` per period, exactly once.
 
-        Raises RateLimiterUnavailableError when Redis fails, and for `retry_interval_s` after a failure
-        without trying (so an outage costs one timeout per interval, not one per request).
+        Raises RateLimiterUnavailableError when Redis fails or times out (with the error as `__cause__`),
+        and without trying while the circuit breaker is open.
         """
-        if time.monotonic() < self._down_until:
-            raise RateLimiterUnavailableError("redis marked down after a recent error")
+        if not self.breaker.allow():
+            raise RateLimiterUnavailableError("redis circuit open")
         interval_us = max(1, round(self.period_s * 1_000_000 / limit))
         capacity = burst if burst is not None else limit
         try:
             result: Any = await self._script(keys=[self.bucket(key_id)], args=[interval_us, capacity])
         except (RedisError, OSError) as exc:
-            self._down_until = time.monotonic() + self.retry_interval_s
+            self.breaker.record_failure()
             raise RateLimiterUnavailableError(type(exc).__name__) from exc
-        self._down_until = float("-inf")
+        self.breaker.record_success()
         allowed, remaining, retry_us, reset_us = (int(v) for v in result)
         return RateDecision(
             allowed=bool(allowed),

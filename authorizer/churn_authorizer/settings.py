@@ -48,12 +48,27 @@ class AuthorizerSettings(BaseSettings):
     redis_prefix: str = Field(default="churnops:authz:", description="prefix of every Redis key we write")
     # Envoy waits for us (mesh `timeout`, 0.5 s in our snippet): Redis must answer well inside that.
     redis_timeout_s: float = Field(default=0.1, gt=0.0, description="longest wait for one Redis answer")
-    # After a Redis error, skip Redis for this long (apply `redis_failure_mode` directly) instead of paying
-    # the timeout on every request of an outage.
+    # The circuit breaker in front of Redis (churn_authorizer.breaker): isolated errors cost one request its
+    # limit check; only sustained failure opens the circuit, and then Redis is skipped for a while.
     redis_retry_interval_s: float = Field(
         default=1.0,
         ge=0.0,
-        description="after a Redis error, apply the failure mode this long without asking",
+        description="once the Redis circuit opens, apply the failure mode this long before one probe call",
+    )
+    redis_breaker_failures: int = Field(
+        default=5, ge=1, description="consecutive Redis failures that open the circuit"
+    )
+    redis_breaker_failure_ratio: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="failure ratio over redis_breaker_window_s that opens the circuit",
+    )
+    redis_breaker_min_calls: int = Field(
+        default=20, ge=1, description="calls in the window before the failure ratio counts"
+    )
+    redis_breaker_window_s: float = Field(
+        default=10.0, gt=0.0, description="window of the failure ratio, in seconds"
     )
     redis_failure_mode: Literal["open", "closed"] = Field(
         default="open", description="without Redis: allow without limits (open) or refuse with 429 (closed)"

@@ -146,9 +146,18 @@ def models_command() -> None:
 @app.command("export")
 def export_command(
     version: Annotated[str, typer.Argument(help="Version number or alias (champion, challenger)")],
-    directory: Annotated[Path, typer.Argument(help="Target directory (replaced)", file_okay=False)],
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            help="A new or empty directory, or an earlier export (replaced); anything else is refused",
+            file_okay=False,
+        ),
+    ],
 ) -> None:
     """Reproduce a registered version's serving artefact (what KServe's storageUri points at)."""
+    import hashlib
+
+    from churn_core.artefact import MANIFEST_FILE
     from churn_model.pipeline import export_version
     from churn_model.registry import Registry, RegistryError
     from churn_model.settings import get_settings
@@ -157,7 +166,8 @@ def export_command(
         path = export_version(Registry(get_settings()), version, directory)
     except RegistryError as error:
         raise fail(str(error)) from error
-    console.print(f"exported to {path}")
+    digest = hashlib.sha256((path / MANIFEST_FILE).read_bytes()).hexdigest()
+    console.print(f"exported to {path}; {MANIFEST_FILE} sha256 {digest} (the predictor's pin)")
 
 
 @app.command("promote")

@@ -239,9 +239,19 @@ def _log_and_register(
 
 
 def export_version(registry: Registry, version: str, destination: Path | None = None) -> Path:
-    """Download a registered version's serving artefact and verify it against its manifest."""
+    """Download a registered version's serving artefact, verify it against its manifest, and put it at
+    `destination`: a new or empty directory, or an older artefact, which is replaced. Anything else is
+    refused before a byte is downloaded (churn_model.export_target)."""
+    from churn_model.export_target import existing_artefact, replace_with
+
     info = registry.resolve(version)
     target = destination or registry.settings.models_dir / info.version
-    registry.download_serving(info, target)
-    verify_artefact(target)
+    old_files = existing_artefact(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Downloaded and verified beside the target (same file system), then moved into place in one rename.
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.export-", dir=target.parent) as scratch:
+        fresh = Path(scratch) / "artefact"
+        registry.download_serving(info, fresh)
+        verify_artefact(fresh)
+        replace_with(fresh, target, old_files)
     return target

@@ -8,8 +8,10 @@ are stopped by their PID.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,9 +20,20 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from churn_authorizer.keys import ApiKey, KeysDocument, Scope, generate_key
-from tests.support.services import REPO, LocalProcess, ensure_redis, free_port, http_ok, wait_until
+from tests.support.services import (
+    REPO,
+    LocalProcess,
+    ensure_redis,
+    free_port,
+    http_ok,
+    port_open,
+    unavailable,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +52,74 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*stale)
     finally:
         client.close()
+
+
+@dataclass
+class DedicatedRedis:
+    """A redis-server of the test's own on a free port: it may be stalled or stopped without touching the
+    machine's Redis that other tests (and other worktrees) share."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stall(self, seconds: float) -> threading.Thread:
+        """`DEBUG SLEEP seconds` from another connection: Redis answers nobody until it has slept."""
+        client = redis.Redis(port=self.port, socket_timeout=seconds + 5)
+
+        def sleep() -> None:
+            try:
+                client.execute_command("DEBUG", "SLEEP", seconds)
+            finally:
+                client.close()
+
+        thread = threading.Thread(target=sleep, daemon=True)
+        thread.start()
+        wait_until(lambda: not _answers(self.port), 2, "redis to stall", interval=0.005)
+        return thread
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def _answers(port: int) -> bool:
+    client = redis.Redis(
+        port=port, socket_timeout=0.02, socket_connect_timeout=0.02, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def dedicated_redis(tmp_path: Path) -> Iterator[DedicatedRedis]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        unavailable("redis-server is not installed")
+    assert binary is not None
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *(binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"),
+            *("--enable-debug-command", "local", "--dir", str(tmp_path)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    server = DedicatedRedis(process, port)
+    try:
+        wait_until(lambda: port_open("127.0.0.1", port) and _answers(port), 10, f"redis-server on {port}")
+        yield server
+    finally:
+        server.stop()
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ def test_check_rejects_missing_key_with_401(start_authorizer):
     response = authorizer.check("POST", INFER)
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith("Bearer")
-    assert response.json()["error"] == "unauthenticated"
+    assert response.json()["code"] == "unauthenticated"
+    assert set(response.json()) == {"error", "code"}  # churn_core.errors.error_body
     assert "x-churnops-key-id" not in response.headers
 
 
@@ -46,6 +47,7 @@ def test_check_rejects_unknown_key_with_401(start_authorizer, keyring):
         response = authorizer.check("POST", INFER, {"Authorization": f"Bearer {key}"})
         assert response.status_code == 401, key
         assert 'error="invalid_token"' in response.headers["www-authenticate"]
+        assert response.json() == {"error": "unknown or revoked API key", "code": "invalid_api_key"}
 
 
 def test_check_rejects_non_bearer_authorization_with_401(start_authorizer, keyring):
@@ -65,7 +67,7 @@ def test_check_rejects_wrong_scope_with_403(start_authorizer, keyring):
     for issued, method, path in cases:
         response = authorizer.check(method, path, issued.bearer)
         assert response.status_code == 403, (issued.entry.name, path)
-        assert response.json()["error"] == "forbidden"
+        assert response.json()["code"] == "forbidden"
 
 
 def test_check_allows_valid_key_and_passes_key_id_upstream(start_authorizer, keyring):
@@ -90,13 +92,55 @@ def test_admin_key_reaches_every_scope(start_authorizer, keyring):
     authorizer = start_authorizer()
     for path in (INFER, "/feedback", "/v2/repository/models/churn/load"):
         assert authorizer.check("POST", path, keyring.admin.bearer).status_code == 200, path
+    assert authorizer.check("GET", "/reports/drift/latest", keyring.admin.bearer).status_code == 200
+    assert authorizer.check("GET", "/metrics", keyring.admin.bearer).status_code == 200
 
 
 @pytest.mark.parametrize(
-    "path",
-    ["/v2/health/live", "/v2/health/ready", "/v2/models/churn/ready", "/metrics", "/healthz", "/readyz", "/"],
+    ("method", "path"),
+    [
+        ("POST", "/inference.GRPCInferenceService/ModelInfer"),
+        ("POST", "/inference.GRPCInferenceService/RepositoryModelUnload"),
+        ("POST", "/events"),
+        ("POST", "/"),
+        ("GET", "/docs"),
+        ("PROPFIND", INFER),
+        ("POST", "/v2%252Fmodels%252Fchurn%252Finfer"),
+    ],
 )
-def test_health_and_metrics_paths_stay_open_without_key(start_authorizer, path):
+def test_unknown_paths_are_refused_even_to_an_admin_key(start_authorizer, keyring, method, path):
+    """Deny by default, the authorizer's half: the mesh asks about everything but health paths, and a
+    path no rule names is a 403 whatever the key."""
+    authorizer = start_authorizer()
+    for headers in ({}, keyring.admin.bearer):
+        response = authorizer.check(method, path, headers)
+        assert response.status_code == 403, (method, path)
+        assert response.json()["code"] == "unknown_path"
+    assert metric(authorizer, "churnops_authz_decisions_total", outcome="unknown_path", scope="none") == 2
+
+
+def test_metrics_need_a_metrics_key(start_authorizer, keyring, keys_file):
+    scraper = issue(Scope.METRICS, name="prometheus")
+    write_keys_file(keys_file, *keyring.all(), scraper)
+    authorizer = start_authorizer()
+    assert authorizer.check("GET", "/metrics").status_code == 401
+    assert authorizer.check("GET", "/metrics", keyring.predict.bearer).status_code == 403
+    assert authorizer.check("GET", "/metrics", scraper.bearer).status_code == 200
+    assert authorizer.check("POST", INFER, scraper.bearer).status_code == 403  # and nothing else
+
+
+def test_detector_paths_need_their_scopes(start_authorizer, keyring):
+    authorizer = start_authorizer()
+    assert authorizer.check("POST", "/feedback", keyring.feedback.bearer).status_code == 200
+    assert authorizer.check("GET", "/reports/drift/latest", keyring.feedback.bearer).status_code == 403
+    assert authorizer.check("GET", "/performance", keyring.both.bearer).status_code == 403
+    assert authorizer.check("GET", "/reports/drift", keyring.admin.bearer).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/v2/health/live", "/v2/health/ready", "/v2/models/churn/ready", "/healthz", "/readyz"]
+)
+def test_health_paths_stay_open_without_key(start_authorizer, path):
     authorizer = start_authorizer()
     response = authorizer.check("GET", path)
     assert response.status_code == 200
@@ -109,6 +153,8 @@ def test_query_string_and_dot_segments_do_not_open_protected_paths(start_authori
         "/v2/health/live/../../models/churn/infer",
         f"{INFER}?next=/v2/health/live",
         "/v2/health/live%2F..%2F..%2Fmodels%2Fchurn%2Finfer",
+        "/v2/health/live%2f..%2f..%2fmodels%2fchurn%2finfer",
+        "//v2//models//churn//infer",
     ):
         assert authorizer.check("POST", path).status_code == 401, path
 
@@ -123,7 +169,7 @@ def test_check_returns_429_with_retry_after_when_limit_exhausted(start_authorize
     assert denied.headers["retry-after"] == "20"  # one slot per 20 s
     assert denied.headers["x-ratelimit-limit"] == "3"
     assert denied.headers["x-ratelimit-remaining"] == "0"
-    assert denied.json()["error"] == "rate_limited"
+    assert denied.json()["code"] == "rate_limited"
     # Other keys keep their own (default) budget.
     assert authorizer.check("POST", INFER, keyring.predict.bearer).status_code == 200
 
@@ -168,6 +214,7 @@ def test_redis_unreachable_fails_open_by_default(start_authorizer, keyring):
     assert authorizer.check("POST", INFER).status_code == 401
     assert authorizer.check("POST", "/feedback", keyring.predict.bearer).status_code == 403
     assert metric(authorizer, "churnops_authz_redis_errors_total", error="ConnectionError") >= 1
+    assert metric(authorizer, "churnops_authz_limiter_bypassed_total", reason="redis_error") == 5
     assert (
         metric(authorizer, "churnops_authz_decisions_total", outcome="allowed_unlimited", scope="predict")
         == 5
@@ -184,7 +231,7 @@ def test_redis_unreachable_fails_closed_when_configured(start_authorizer, keyrin
         response = authorizer.check("POST", INFER, keyring.predict.bearer)
         assert response.status_code == 429  # a 4xx the client can retry, never a 5xx
         assert response.headers["retry-after"] == "2"
-        assert response.json()["error"] == "limiter_unavailable"
+        assert response.json()["code"] == "limiter_unavailable"
     assert authorizer.check("POST", INFER).status_code == 401
     assert authorizer.check("GET", "/v2/health/ready").status_code == 200
 
@@ -249,6 +296,60 @@ def test_readyz_fails_until_a_keys_file_loads(start_authorizer, tmp_path):
 
 def test_every_method_envoy_forwards_is_checked(start_authorizer, keyring):
     authorizer = start_authorizer()
-    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
-        assert authorizer.check(method, "/v2/repository/index").status_code == 401, method
-        assert authorizer.check(method, "/v2/repository/index", keyring.admin.bearer).status_code == 200
+    assert authorizer.check("POST", "/v2/repository/index").status_code == 401
+    assert authorizer.check("POST", "/v2/repository/index", keyring.admin.bearer).status_code == 200
+    for method in ("GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "PROPFIND"):
+        response = authorizer.check(method, "/v2/repository/index", keyring.admin.bearer)
+        assert response.status_code == 403, method
+
+
+def test_a_keys_file_that_fails_to_load_is_reported_and_keeps_the_old_keys(
+    start_authorizer, keyring, keys_file
+):
+    """The danger the ChurnAuthzKeysReloadFailing alert covers: a revocation that did not load."""
+    authorizer = start_authorizer(keys_reload_interval_s=0.1)
+    assert metric(authorizer, "churnops_authz_keys_file_failing") == 0
+    keys_file.write_text('{"version": 1, "keys": [{"id": "nothex"}]}')  # predict key "revoked", badly
+    deadline = time.monotonic() + 10
+    while metric(authorizer, "churnops_authz_keys_file_failing") != 1:
+        authorizer.check("POST", INFER, keyring.predict.bearer)
+        assert time.monotonic() < deadline, "failure never reported"
+        time.sleep(0.1)
+    assert metric(authorizer, "churnops_authz_keys_reloads_total", result="failed") >= 1
+    assert authorizer.check("POST", INFER, keyring.predict.bearer).status_code == 200  # still in force
+    write_keys_file(keys_file, keyring.feedback)
+    while metric(authorizer, "churnops_authz_keys_file_failing") != 0:
+        authorizer.check("POST", INFER, keyring.predict.bearer)
+        assert time.monotonic() < deadline, "recovery never reported"
+        time.sleep(0.1)
+    assert authorizer.check("POST", INFER, keyring.predict.bearer).status_code == 401
+
+
+def test_a_stalled_redis_lifts_no_limit_beyond_the_stalled_request(
+    start_authorizer, keyring, dedicated_redis
+):
+    """Redis sleeps 1.5 s: the check caught in it is let through unlimited (failure mode open), counted as
+    a bypass; the checks after it are limited again at once."""
+    authorizer = start_authorizer(redis_url=dedicated_redis.url, redis_timeout_s=0.1)
+    limited = keyring.limited  # 3 per minute
+    assert authorizer.check("POST", INFER, limited.bearer).status_code == 200
+    stall = dedicated_redis.stall(1.5)
+    caught = authorizer.check("POST", INFER, limited.bearer)
+    stall.join(5)
+    after = [authorizer.check("POST", INFER, limited.bearer).status_code for _ in range(3)]
+    assert caught.status_code == 200
+    assert after == [200, 429, 429]  # the stalled charge ran once when Redis woke: 1 + 1 + 1 = 3
+    assert metric(authorizer, "churnops_authz_limiter_bypassed_total", reason="redis_error") == 1
+    assert metric(authorizer, "churnops_authz_redis_circuit_state", state="closed") == 1
+
+
+def test_a_dead_redis_opens_the_circuit_and_says_so(start_authorizer, keyring):
+    authorizer = start_authorizer(
+        redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_breaker_failures=3, redis_retry_interval_s=60
+    )
+    for _ in range(6):
+        assert authorizer.check("POST", INFER, keyring.predict.bearer).status_code == 200
+    assert metric(authorizer, "churnops_authz_redis_circuit_state", state="open") == 1
+    assert metric(authorizer, "churnops_authz_redis_circuit_opened_total") == 1
+    assert metric(authorizer, "churnops_authz_limiter_bypassed_total", reason="redis_error") == 3
+    assert metric(authorizer, "churnops_authz_limiter_bypassed_total", reason="circuit_open") == 3

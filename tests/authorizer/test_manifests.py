@@ -30,10 +30,18 @@ def load(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
-def resources(directory: Path) -> dict[str, dict[str, Any]]:
-    """kind → resource, for the files a directory's kustomization lists."""
+def documents(directory: Path) -> list[dict[str, Any]]:
+    """Every resource of the files a directory's kustomization lists."""
     listed = load(directory / "kustomization.yaml")["resources"]
-    return {doc["kind"]: doc for doc in (load(directory / name) for name in listed)}
+    return [doc for name in listed for doc in yaml.safe_load_all((directory / name).read_text()) if doc]
+
+
+def resources(directory: Path) -> dict[str, dict[str, Any]]:
+    """kind → resource (the first of its kind; churn-api-keys is the first AuthorizationPolicy)."""
+    found: dict[str, dict[str, Any]] = {}
+    for doc in documents(directory):
+        found.setdefault(doc["kind"], doc)
+    return found
 
 
 def strict(schema: Any) -> Any:
@@ -71,12 +79,13 @@ def istio_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     return schemas
 
 
-@pytest.mark.parametrize("kind", ["AuthorizationPolicy", "EnvoyFilter"])
-def test_istio_resources_validate_strictly_against_upstream_crds(istio_schemas, kind):
-    resource = resources(ISTIO)[kind]
-    schema = istio_schemas[(resource["apiVersion"], kind)]
-    errors = sorted(Draft7Validator(schema).iter_errors(resource), key=lambda e: list(e.path))
-    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+def test_istio_resources_validate_strictly_against_upstream_crds(istio_schemas):
+    found = documents(ISTIO)
+    assert {d["kind"] for d in found} == {"AuthorizationPolicy", "EnvoyFilter"}
+    for resource in found:
+        schema = istio_schemas[(resource["apiVersion"], resource["kind"])]
+        errors = sorted(Draft7Validator(schema).iter_errors(resource), key=lambda e: list(e.path))
+        assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
 
 
 def test_strict_schema_check_catches_a_misspelt_field(istio_schemas):
@@ -87,7 +96,7 @@ def test_strict_schema_check_catches_a_misspelt_field(istio_schemas):
     assert list(Draft7Validator(schema).iter_errors(resource))
 
 
-def test_authorization_policy_delegates_v1_v2_to_our_provider_and_spares_health():
+def test_authorization_policy_checks_everything_but_health_with_our_provider():
     policy = resources(ISTIO)["AuthorizationPolicy"]["spec"]
     provider = load(MESH_SNIPPET)["spec"]["meshConfig"]["extensionProviders"][0]
     assert policy["action"] == "CUSTOM"
@@ -98,8 +107,19 @@ def test_authorization_policy_delegates_v1_v2_to_our_provider_and_spares_health(
         "component": "predictor",
     }
     (operation,) = [to["operation"] for rule in policy["rules"] for to in rule["to"]]
-    assert set(operation["paths"]) == {"/v1/*", "/v2/*"}
-    assert "/v2/health/*" in operation["notPaths"]
+    assert "paths" not in operation  # deny by default: no allowlist of checked paths
+    assert set(operation["notPaths"]) == {
+        "/healthz",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/churn/ready",
+    }
+    assert set(operation) == {"notPaths", "notPorts"}
+
+
+def test_mesh_normalizes_paths_before_policies_match():
+    mesh = load(MESH_SNIPPET)["spec"]["meshConfig"]
+    assert mesh["pathNormalization"] == {"normalization": "DECODE_AND_MERGE_SLASHES"}
 
 
 def test_mesh_provider_matches_authorizer_service_and_settings():
@@ -196,4 +216,7 @@ def test_kustomize_renders_manifests(directory):
     ).stdout
     documents = [doc for doc in yaml.safe_load_all(rendered) if doc]
     assert {doc["metadata"]["namespace"] for doc in documents} == {"churnops"}
-    assert len(documents) == len(load(directory / "kustomization.yaml")["resources"])
+    assert len(documents) == sum(
+        len([d for d in yaml.safe_load_all((directory / name).read_text()) if d])
+        for name in load(directory / "kustomization.yaml")["resources"]
+    )

@@ -190,7 +190,11 @@ def test_ports_inside_the_pod_fit_together(overlay: str, rendered: dict[str, Doc
     }
     assert keep in relabelings
     (address,) = [r for r in relabelings if r.get("targetLabel") == "__address__"]
-    assert address["replacement"].endswith(f":{mlserver['MLSERVER_METRICS_PORT']}")
+    # MLServer listens on loopback only: the Istio agent (15020) scrapes the port the pod annotation names.
+    assert env_of(model)["MLSERVER_HOST"] == "127.0.0.1"
+    assert address["replacement"].endswith(":15020")
+    annotations = inference_service["spec"]["predictor"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(mlserver["MLSERVER_METRICS_PORT"])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -121,10 +122,13 @@ def test_images_serve_a_v2_request_through_both_as_non_root(
         "transformer": f"churnops-transformer-test-{suffix}",
     }
     mount = f"{readable_artefact}:/mnt/models:ro"
+    # The pin the rollout writes: the predictor image verifies the artefact against it before MLServer starts.
+    manifest_sha256 = hashlib.sha256((readable_artefact / "manifest.json").read_bytes()).hexdigest()
     try:
         started = podman(
             "run", "-d", "--name", names["predictor"], "--network", "host", "-v", mount,
             "-e", "MLSERVER_HOST=127.0.0.1", "-e", f"MLSERVER_HTTP_PORT={http}",
+            "-e", f"CHURNOPS_PREDICTOR_ARTEFACT_SHA256={manifest_sha256}",
             "-e", f"MLSERVER_GRPC_PORT={grpc}", "-e", f"MLSERVER_METRICS_PORT={metrics}",
             images["predictor"],
         )  # fmt: skip

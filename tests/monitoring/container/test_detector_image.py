@@ -40,7 +40,7 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck():
     assert "ARG BASE_IMAGE=python:3.11-slim" in text
     assert text.count("FROM ${BASE_IMAGE}") == 2
     assert "USER 10001:10001" in text
-    assert ".[monitoring,alibi]" in text
+    assert "--require-hashes --only-binary :all: -r detector.txt" in text  # locks/detector.txt
     assert "HEALTHCHECK" in text
 
 
