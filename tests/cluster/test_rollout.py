@@ -465,3 +465,62 @@ def test_rollout_apply_failure_restores_the_file_and_leaves_the_registry(workspa
     assert (rollouts.directory / "rollout.yaml").read_bytes() == before
     assert registry.alias_target(CHALLENGER) is None
     assert sorted(os.listdir(rollouts.directory)) == sorted(os.listdir(workspace.overlays_dir / "dev"))
+
+
+def dry_run_sections(output: str) -> dict[str, list[str]]:
+    """`--auto --dry-run` output: the changed lines (+/-) of each `## phase percent` section."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in output.splitlines():
+        if line.startswith("## "):
+            current = line[3:].split(" (")[0]
+            sections[current] = []
+        elif current and line[:1] in "+-" and line[:3] not in ("+++", "---"):
+            sections[current].append(line)
+    return sections
+
+
+def changed_fields(lines: list[str]) -> set[str]:
+    return {line[1:].strip().split(":")[0] for line in lines}
+
+
+def test_auto_dry_run_prints_what_kserves_canary_documentation_prescribes(cli_env, registry):
+    """KServe's canary rollout (website: "Canary Rollout Strategy"): the first step sets the new storageUri
+    with canaryTrafficPercent; each further step changes canaryTrafficPercent only; promotion sets 100; the
+    rollback sets 0 and nothing else (the spec is kept, so KServe creates no revision)."""
+    from churnops.cli import app
+
+    state_file = cli_env.overlays_dir / "prod" / "rollout.yaml"
+    before = state_file.read_bytes()
+    result = CliRunner().invoke(app, ["rollout", "2", "--auto", "--dry-run", "--overlay", "prod"])
+    assert result.exit_code == 0, result.output
+    output = result.stdout
+    assert "plan: 10 % -> 25 % -> 50 % -> 100 %" in output
+    sections = dry_run_sections(output)
+    assert list(sections) == ["canary 10 %", "canary 25 %", "canary 50 %", "stable 100 %", "aborted 0 %"]
+
+    first = sections["canary 10 %"]
+    assert "+    canaryTrafficPercent: 10" in first
+    assert f"+      storageUri: {URI.format(2)}" in first
+    assert sum("_ARTEFACT_SHA256" in line for line in first) == 2  # the pin, into both containers
+    for step in ("canary 25 %", "canary 50 %"):
+        isvc = [line for line in sections[step] if "canaryTrafficPercent" in line or "storageUri" in line]
+        assert changed_fields(sections[step]) == {"canaryTrafficPercent", "canary-percent"}, sections[step]
+        assert len(isvc) == 2
+    promoted = sections["stable 100 %"]
+    assert "+    canaryTrafficPercent: 100" in promoted
+    assert changed_fields(promoted) == {
+        "canaryTrafficPercent",
+        "canary-percent",
+        "phase",
+        "stable-version",
+        "stable-storage-uri",
+        "stable-artefact-sha256",
+        "- s3",  # the detector's reference moves to the promoted version (its init container's argument)
+    }
+    rollback = sections["aborted 0 %"]
+    assert changed_fields(rollback) == {"canaryTrafficPercent", "canary-percent", "phase"}
+    assert "+    canaryTrafficPercent: 0" in rollback
+    assert "gate: 0 % on the latest revision (route only: the canary revision need not be ready)" in output
+    assert state_file.read_bytes() == before
+    assert registry.alias_target(CHALLENGER) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import random
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,9 +61,13 @@ def challengers(trained_model, telco_csv: Path, tmp_path_factory: pytest.TempPat
     shutil.copytree(trained_model.settings.home, home, dirs_exist_ok=True)
     settings = ModelSettings(home=home, data=telco_csv)
     shuffled = shuffled_labels(telco_csv, tmp_path_factory.mktemp("shuffled") / "telco-shuffled.csv")
+    started = time.monotonic()
     with mlflow_uris_kept():
         good = train(settings, TrainingConfig(cv_repeats=0, seed=7), telco_csv)
         bad = train(settings, TrainingConfig(cv_repeats=0, seed=7), shuffled)
+    print(
+        f"challengers: versions {good.version} and {bad.version} trained in {time.monotonic() - started:.1f} s"
+    )
     return Challengers(
         settings,
         {

@@ -107,12 +107,14 @@ def rehearsal(challengers: Challengers, trained_model, telco_rows, tmp_path_fact
     work = tmp_path_factory.mktemp("rehearsal")
     cluster = ClusterSettings(project_dir=scratch_checkout(work / "checkout"), reports_dir=work / "reports")
     with mlflow_uris_kept():
+        started = time.monotonic()
         stacks = start_stacks(challengers.artefacts, python, work)
         prometheus = Prometheus(work, list(stacks.values()))
         load = LoadGenerator(work, stacks[trained_model.version], sample_customers(telco_rows, 2000, seed=5))
         with running(*stacks.values(), prometheus, load):
             prometheus.start(prometheus_binary)
-            load.start(users=4, rate=10, batch=5)
+            load.start(users=4, rate=10, batch=10)
+            print(f"rehearsal: {len(stacks)} stacks and Prometheus up in {time.monotonic() - started:.1f} s")
             rehearsal = Rehearsal(challengers, stacks, prometheus, load, cluster, work, trained_model.version)
             yield rehearsal
 

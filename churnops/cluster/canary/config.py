@@ -139,11 +139,12 @@ class ModelLimits(_Strict):
         description="total variation distance of the risk-level mix that fails the step (when significant)",
     )
     max_action_mix_distance: float = Field(
-        default=0.15,
+        default=0.3,
         gt=0,
         le=1,
-        description="total variation distance of the recommended-action mix that fails the step "
-        "(when significant)",
+        description="total variation distance of the recommended-action mix that fails the step (when "
+        "significant). Wide on purpose: retraining with another seed alone moved 0.21-0.23 of the actions in "
+        "the rehearsal (the reason codes rank close factors differently); shuffled labels moved 0.38",
     )
 
 
