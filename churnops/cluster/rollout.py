@@ -250,7 +250,9 @@ class Rollouts:
     def diff(self, plan: Plan) -> str:
         """The rendered manifests' unified diff, step by step (a staged plan shows both changes)."""
         texts = []
-        previous, label = render(self.settings, self.overlay), f"{self.overlay} (now)"
+        now = plan.before == self.status()
+        previous = render(self.settings, self.overlay) if now else self.render_state(plan.before)
+        label = f"{self.overlay} ({'now' if now else plan.before.phase + ' ' + str(plan.before.canary_percent) + ' %'})"
         for index, state in enumerate(plan.steps, start=1):
             current = self.render_state(state)
             step = f"{self.overlay} ({plan.action}: {state.phase} {state.canary_percent} %)"

@@ -475,7 +475,7 @@ def dry_run_sections(output: str) -> dict[str, list[str]]:
         if line.startswith("## "):
             current = line[3:].split(" (")[0]
             sections[current] = []
-        elif current and line[:1] in "+-" and line[:3] not in ("+++", "---"):
+        elif current and line[:1] in ("+", "-") and line[:3] not in ("+++", "---"):
             sections[current].append(line)
     return sections
 
