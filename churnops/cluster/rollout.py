@@ -255,7 +255,7 @@ class Rollouts:
         label = f"{self.overlay} ({'now' if now else plan.before.phase + ' ' + str(plan.before.canary_percent) + ' %'})"
         for index, state in enumerate(plan.steps, start=1):
             current = self.render_state(state)
-            step = f"{self.overlay} ({plan.action}: {state.phase} {state.canary_percent} %)"
+            step = f"{self.overlay} ({state.phase} {state.canary_percent} %)"
             if len(plan.steps) > 1:
                 step = (
                     f"{self.overlay} (step {index}/{len(plan.steps)}: {state.phase} {state.canary_percent} %)"

@@ -111,6 +111,7 @@ def registry() -> Registry:
 
 def test_evaluate_compares_both_versions_on_the_labelled_customers(cli, store, challengers: Challengers):
     code, output = invoke("evaluate", challengers.good, "--against", "1", "--database", store)
+    print(output)
     assert code == 0, output
     assert "1200 labelled customers (1 unreadable by a contract)" in output
     assert "ROC AUC" in output
@@ -126,11 +127,13 @@ def test_evaluate_compares_both_versions_on_the_labelled_customers(cli, store, c
 
 def test_a_version_that_loses_is_refused_by_the_automated_canary(cli, store, challengers: Challengers):
     code, output = invoke("evaluate", challengers.bad, "--against", "1", "--database", store)
+    print(output)
     assert code == 1
     assert "verdict: loses (ROC AUC" in output
     assert registry().evaluation(challengers.bad)["challenger"]["roc_auc"] < 0.6
 
     code, output = invoke("rollout", challengers.bad, "--auto", "--overlay", "prod")
+    print(output)
     assert code == 1
     assert "shadow evaluation against version 1: loses" in output
     assert "--force overrides" in output
