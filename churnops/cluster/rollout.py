@@ -195,7 +195,8 @@ class Rollouts:
     def status(self) -> RolloutState:
         return read_state(self.directory)
 
-    def _version(self, reference: str) -> str:
+    def version_of(self, reference: str) -> str:
+        """The registry version a number or alias names (RolloutError when there is none)."""
         from churn_model.registry import RegistryError
 
         try:
@@ -213,7 +214,7 @@ class Rollouts:
 
     def plan_start(self, reference: str, percent: int) -> Plan:
         before = self.status()
-        version = self._version(reference)
+        version = self.version_of(reference)
         steps = start_states(
             before,
             version,

@@ -98,7 +98,7 @@ def _auto(rollouts: Rollouts, target: str, *, dry_run: bool, force: bool, promet
     if dry_run:
         typer.echo(auto_dry_run(rollouts, target, config), nl=False)
         return
-    version = rollouts.registry.resolve(target).version
+    version = rollouts.version_of(target)
     stable = rollouts.status().stable_version
     console.print(check_shadow(rollouts.registry, version, stable, config, force=force), highlight=False)
     settings = rollouts.settings

@@ -342,7 +342,7 @@ def test_rollout_file_is_exactly_what_churnops_rollout_writes(
     assert (directory / "artefact-pin.yaml").read_text() == render_pin(read_state(directory))
 
 
-COMMIT = "0123abc0123abc0123abc0123abc0123abc0123"
+COMMIT = "0123abcd" * 5
 
 
 def test_render_with_image_tag_and_code_canary(workspace: ClusterSettings):

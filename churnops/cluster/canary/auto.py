@@ -138,7 +138,7 @@ def run_auto(
 def dry_run(rollouts: Rollouts, reference: str, config: AnalysisConfig) -> str:
     """The plan and, step by step, the manifest changes and what the readiness gate waits for."""
     before = rollouts.status()
-    version = rollouts.registry.resolve(reference).version
+    version = rollouts.version_of(reference)
     first = rollouts.plan_start(reference, config.plan.steps[0])
     states = list(first.steps)
     for percent in config.plan.steps[1:]:
