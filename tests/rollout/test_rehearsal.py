@@ -153,7 +153,7 @@ def test_a_challenger_answering_differently_is_aborted_at_the_first_step(scenari
     assert [e["kind"] for e in events][-2:] == ["canary-step", "canary-decision"]
     assert events[-1]["decision"] == "aborted"
     assert outcome.rollback_s is not None
-    assert outcome.rollback_s < 2.0
+    assert outcome.rollback_s < 5.0  # state, registry and split; measured 0.2-0.6 s
 
     # The rollback holds: no canary request is counted after it (a scrape and a margin later).
     time.sleep(2.5)
