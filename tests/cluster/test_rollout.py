@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from churn_model.registry import CHALLENGER, CHAMPION, HISTORY_TAG, Registry
 from churn_model.settings import ModelSettings
+from churnops.cluster.images import write_pins
 from churnops.cluster.render import deployable, render
 from churnops.cluster.rollout import NotReadyError, RolloutError, Rollouts
 from churnops.cluster.settings import ClusterSettings
@@ -524,3 +525,36 @@ def test_auto_dry_run_prints_what_kserves_canary_documentation_prescribes(cli_en
     assert "gate: 0 % on the latest revision (route only: the canary revision need not be ready)" in output
     assert state_file.read_bytes() == before
     assert registry.alias_target(CHALLENGER) is None
+
+
+def test_rollout_wait_is_the_gate_ci_runs(cli_env, registry, tmp_path, monkeypatch):
+    """`churnops rollout wait`: passes on what KServe reports for the rendered overlay, and fails (exit 1,
+    naming what is missing) on a split the cluster does not have."""
+    from churnops.cli import app
+    from churnops.cluster.settings import get_settings
+
+    settings, log = simulated_cluster(cli_env, tmp_path, stale_reads=2)
+    monkeypatch.setenv("CHURNOPS_CLUSTER_KUBECTL", settings.kubectl)
+    monkeypatch.setenv("CHURNOPS_CLUSTER_READY_TIMEOUT_S", "2")
+    monkeypatch.setenv("CHURNOPS_CLUSTER_READY_POLL_INTERVAL_S", "0.05")
+    get_settings.cache_clear()
+    images = ["--image-tag", "a" * 40]
+    # The cluster runs the live digests, not this commit's tag: the revision is not ours, the gate waits.
+    result = CliRunner().invoke(app, ["rollout", "wait", "--overlay", "prod", *images])
+    assert result.exit_code == 1
+    assert "transformer image is 'ghcr.io/churnops/churnops-transformer@sha256:" in result.output
+    result = CliRunner().invoke(app, ["rollout", "wait", "--overlay", "prod", "--code-canary", "10"])
+    assert result.exit_code == 1
+    assert "latest revision has 100 % of traffic, not 10 %" in result.output
+    # Once the overlay pins what is live (CI's deploy record), the gate passes on it:
+    state = cluster_state(log)
+    live = {c["name"]: c["image"] for c in state["desired"]["spec"]["predictor"]["containers"]}
+    assert live["transformer-container"] == LIVE.format("transformer")
+    write_pins(
+        cli_env.overlays_dir / "prod",
+        {f"ghcr.io/churnops/churnops-{c}": "sha256:" + "a" * 64 for c in ("transformer", "predictor")},
+    )
+    result = CliRunner().invoke(app, ["rollout", "wait", "--overlay", "prod"])
+    assert result.exit_code == 0, result.output
+    assert "prod: serving 100 % to the latest revision" in result.output
+    assert not [c for c in (log / "calls").read_text().splitlines() if "wait" in c.split()]
