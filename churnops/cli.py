@@ -9,9 +9,20 @@ from __future__ import annotations
 
 import typer
 
-from churnops.commands import authorizer, cluster, data, feedback, keys, model, monitor, serving
+from churnops.commands import (
+    authorizer,
+    cluster,
+    data,
+    evaluate,
+    feedback,
+    keys,
+    model,
+    monitor,
+    rollout,
+    serving,
+)
 
-COMMAND_MODULES = (data, model, serving, monitor, feedback, keys, authorizer, cluster)
+COMMAND_MODULES = (data, model, serving, monitor, feedback, keys, authorizer, cluster, evaluate, rollout)
 
 app = typer.Typer(
     name="churnops",

@@ -1,8 +1,9 @@
 """Rendering overlays with `kubectl kustomize` (kustomize v5 is built into kubectl >= 1.27).
 
-Deploy-time variations (the commit's image tag, a code canary) are not edits of the overlay: they go into a
-small wrapper kustomization that lists the overlay as its resource, so `kubectl apply -k WRAPPER` deploys
-exactly what was rendered and the overlay in git stays the record of intent.
+Deploy-time variations (other images than the overlay pins, a code canary) are not edits of the overlay:
+they go into a small wrapper kustomization that lists the overlay as its resource, so `kubectl apply -k
+WRAPPER` deploys exactly what was rendered and the overlay in git stays the record of intent. Images are
+always pinned immutably (churnops.cluster.images): a digest or a full commit SHA, never a moving tag.
 """
 
 from __future__ import annotations
@@ -11,23 +12,20 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from churnops.cluster.images import IMAGES as IMAGE_NAMES
+from churnops.cluster.images import ImageError, kustomize_entry, pins_for_tag
 from churnops.cluster.settings import ClusterSettings
 from churnops.cluster.state import read_state
 
 # Our images, as the base names them (kustomize/base/kustomization.yaml `images`).
-IMAGES = (
-    "ghcr.io/churnops/churnops-transformer",
-    "ghcr.io/churnops/churnops-predictor",
-    "ghcr.io/churnops/churnops-detector",
-    "ghcr.io/churnops/churnops-authorizer",
-)
+IMAGES = tuple(IMAGE_NAMES.values())
 WRAPPER_FILE = "kustomization.yaml"
 
 
@@ -62,18 +60,37 @@ def kustomize(settings: ClusterSettings, directory: Path) -> str:
     return result.stdout
 
 
+def image_pins(image_tag: str | None, images: Mapping[str, str] | None) -> dict[str, str]:
+    """Image name -> digest or commit SHA: all four at `image_tag`, then `images` over them."""
+    try:
+        pins = pins_for_tag(image_tag) if image_tag else {}
+    except ImageError as error:
+        raise RenderError(str(error)) from error
+    return {**pins, **(images or {})}
+
+
 def wrapper_kustomization(
-    overlay_path: Path, wrapper_dir: Path, *, image_tag: str | None, canary_percent: int | None
+    overlay_path: Path,
+    wrapper_dir: Path,
+    *,
+    image_tag: str | None,
+    canary_percent: int | None,
+    images: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The wrapper's kustomization: the overlay, our images at `image_tag`, and a code-canary split."""
+    """The wrapper's kustomization: the overlay, our images at `image_tag` (or `images`: name -> digest or
+    commit SHA), and a code-canary split."""
     document: dict[str, Any] = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         # kustomize refuses absolute resource paths: point at the overlay relative to the wrapper.
         "resources": [os.path.relpath(overlay_path.resolve(), wrapper_dir.resolve())],
     }
-    if image_tag:
-        document["images"] = [{"name": name, "newTag": image_tag} for name in IMAGES]
+    pins = image_pins(image_tag, images)
+    if pins:
+        try:
+            document["images"] = [kustomize_entry(name, pins[name]) for name in sorted(pins)]
+        except ImageError as error:
+            raise RenderError(str(error)) from error
     if canary_percent is not None:
         # One split for the whole pod: the transformer is collocated in the predictor's revisions.
         operations = [{"op": "add", "path": "/spec/predictor/canaryTrafficPercent", "value": canary_percent}]
@@ -105,12 +122,17 @@ def write_wrapper(
     *,
     image_tag: str | None = None,
     canary_percent: int | None = None,
+    images: Mapping[str, str] | None = None,
 ) -> Path:
     """A directory for `kubectl apply -k`: the overlay with the commit's images and a code canary."""
     path = overlay_dir(settings, overlay)
     destination.mkdir(parents=True, exist_ok=True)
     document = wrapper_kustomization(
-        path, destination, image_tag=image_tag, canary_percent=code_canary_percent(path, canary_percent)
+        path,
+        destination,
+        image_tag=image_tag,
+        canary_percent=code_canary_percent(path, canary_percent),
+        images=images,
     )
     target = destination / WRAPPER_FILE
     target.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -124,14 +146,17 @@ def deployable(
     *,
     image_tag: str | None = None,
     canary_percent: int | None = None,
+    images: Mapping[str, str] | None = None,
 ) -> Iterator[Path]:
     """A kustomization directory to render or apply: the overlay itself, or a temporary wrapper."""
-    if image_tag is None and canary_percent is None:
+    if image_tag is None and canary_percent is None and not images:
         yield overlay_dir(settings, overlay)
         return
     scratch = Path(tempfile.mkdtemp(prefix="churnops-deploy-"))
     try:
-        write_wrapper(settings, overlay, scratch, image_tag=image_tag, canary_percent=canary_percent)
+        write_wrapper(
+            settings, overlay, scratch, image_tag=image_tag, canary_percent=canary_percent, images=images
+        )
         yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -143,6 +168,9 @@ def render(
     *,
     image_tag: str | None = None,
     canary_percent: int | None = None,
+    images: Mapping[str, str] | None = None,
 ) -> str:
-    with deployable(settings, overlay, image_tag=image_tag, canary_percent=canary_percent) as directory:
+    with deployable(
+        settings, overlay, image_tag=image_tag, canary_percent=canary_percent, images=images
+    ) as directory:
         return kustomize(settings, directory)

@@ -45,6 +45,24 @@ class ClusterSettings(BaseSettings):
     )
     kube_namespace: str = Field(default="churnops", description="namespace of the churn InferenceService")
     rollout_overlay: str = Field(default="prod", description="overlay `churnops rollout` acts on by default")
+    ready_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="how long `--apply` waits for KServe to report the split on the new revision (two pods "
+        "at min-scale 2, image pulls, the model download)",
+    )
+    ready_poll_interval_s: float = Field(
+        default=2.0, gt=0, description="interval of the readiness gate's `kubectl get` polls"
+    )
+    prometheus_url: str = Field(
+        default="http://prometheus-operated.monitoring.svc:9090",
+        description="Prometheus the automated canary analysis queries (`churnops rollout VERSION --auto`)",
+    )
+    prometheus_timeout_s: float = Field(default=30.0, gt=0, description="timeout of one Prometheus query")
+    reports_dir: Path = Field(
+        default=Path(".churnops/rollouts"),
+        description="where canary reports are written (each is also logged to the version's MLflow run)",
+    )
 
     @field_validator("storage_uri_template")
     @classmethod

@@ -208,6 +208,16 @@ def run_checkov(files: Sequence[Path], checkov: Path, config_file: Path) -> list
     return problems
 
 
+def image_problems(documents: Sequence[Mapping[str, Any]]) -> list[Problem]:
+    """Our images named by a tag a later build can move (churnops.cluster.images)."""
+    from churnops.cluster.images import mutable_images
+
+    return [
+        Problem(where.split(" ", 1)[0], f"mutable image reference {where.split(' ', 1)[1]}", "image")
+        for where in mutable_images(documents)
+    ]
+
+
 def check_overlays(
     settings: ClusterSettings, overlays: Sequence[str], *, checkov: bool = True
 ) -> dict[str, ValidationReport]:
@@ -223,9 +233,11 @@ def check_overlays(
             text = render(settings, overlay)
             files[overlay] = Path(scratch) / f"{overlay}.yaml"
             files[overlay].write_text(text)
+            documents = parse_documents(text)
             reports[overlay] = validate_documents(
-                parse_documents(text), crds, kubernetes_validate, settings.kubernetes_version
+                documents, crds, kubernetes_validate, settings.kubernetes_version
             )
+            reports[overlay].problems.extend(image_problems(documents))
         if checkov and files:
             for problem in run_checkov(
                 list(files.values()), settings.tool("checkov"), settings.checkov_config

@@ -1,17 +1,14 @@
-"""`churnops manifests ...`, `churnops schemas ...`, `churnops rollout`: the cluster side."""
+"""`churnops manifests ...`, `churnops schemas ...`: the cluster side's manifests (rollouts: commands/rollout.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
-if TYPE_CHECKING:
-    from churnops.cluster.rollout import Plan, Rollouts
+from churnops.commands.common import console, fail
 
-console = Console(stderr=True)
 manifests_app = typer.Typer(
     name="manifests",
     help="Render and validate the Kubernetes manifests (kustomize overlays).",
@@ -29,7 +26,9 @@ app.add_typer(schemas_app)
 ImageTag = Annotated[
     str | None,
     typer.Option(
-        "--image-tag", help="Tag of our four images (CI: the commit SHA); default: the overlay's pins"
+        "--image-tag",
+        help="Full 40-hex commit SHA our four images were pushed under (mutable tags are refused); "
+        "default: the overlay's pins",
     ),
 ]
 CodeCanary = Annotated[
@@ -42,11 +41,6 @@ CodeCanary = Annotated[
         "in progress keeps its own split.",
     ),
 ]
-
-
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code=1)
 
 
 @manifests_app.command("render")
@@ -65,7 +59,7 @@ def render_command(
     try:
         text = render(get_settings(), overlay, image_tag=image_tag, canary_percent=canary)
     except (RenderError, ToolMissingError) as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
     if out is None:
         typer.echo(text, nl=False)
     else:
@@ -90,7 +84,7 @@ def kustomization_command(
     try:
         path = write_wrapper(get_settings(), overlay, to, image_tag=image_tag, canary_percent=canary)
     except RenderError as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
     console.print(f"wrote {path}: kubectl apply -k {to}")
 
 
@@ -110,7 +104,7 @@ def validate_command(
     try:
         reports = check_overlays(settings, names, checkov=checkov)
     except (RenderError, SchemaError, ToolMissingError) as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
     failed = False
     for name, report in reports.items():
         count = sum(report.checked.values())
@@ -143,7 +137,7 @@ def schemas_download(
     try:
         written = download(target, settings.schemas_base_url)
     except SchemaError as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
     for path in written:
         console.print(f"  {path}")
     console.print(
@@ -164,77 +158,29 @@ def schemas_list() -> None:
     console.print(f"validation reads {get_settings().resolved_schemas_dir()}")
 
 
-def _rollouts(overlay: str | None) -> Rollouts:
-    from churn_model.registry import Registry
-    from churn_model.settings import get_settings as model_settings
-    from churnops.cluster.rollout import Rollouts
+@manifests_app.command("pin-images")
+def pin_images_command(
+    overlays: Annotated[list[str], typer.Argument(help="Overlays to pin")],
+    digests: Annotated[
+        Path | None,
+        typer.Option(
+            "--digests",
+            help="CI's digest record: a folder of <component>.txt files or a JSON object {component: sha256:...}",
+        ),
+    ] = None,
+    image_tag: ImageTag = None,
+) -> None:
+    """Write the images OVERLAYS deploy (their `images` Component), by digest or full commit SHA."""
+    from churnops.cluster.images import ImageError, pins_for_tag, pins_from_digests, write_pins
+    from churnops.cluster.render import RenderError, overlay_dir
     from churnops.cluster.settings import get_settings
 
-    return Rollouts(get_settings(), Registry(model_settings()), overlay)
-
-
-def _report(plan: Plan, rollouts: Rollouts, *, apply: bool) -> None:
-    console.print(plan.describe())
-    path = rollouts.directory / "rollout.yaml"
-    if apply:
-        console.print(f"applied to the cluster and recorded in {path}: commit it")
-    else:
-        console.print(f"recorded in {path}: commit it for CI to deploy, or rerun with --apply")
-
-
-@app.command("rollout")
-def rollout_command(
-    target: Annotated[
-        str, typer.Argument(help="VERSION (number or alias) to canary, or promote | abort | status")
-    ],
-    canary: Annotated[int, typer.Option("--canary", min=1, max=99, help="% of traffic for VERSION")] = 10,
-    overlay: Annotated[
-        str | None,
-        typer.Option("--overlay", help="Environment (default: CHURNOPS_CLUSTER_ROLLOUT_OVERLAY or prod)"),
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the rendered manifest diff; change nothing")
-    ] = False,
-    apply: Annotated[
-        bool, typer.Option("--apply", help="Also kubectl apply -k it (needs a kube context)")
-    ] = False,
-    image_tag: ImageTag = None,
-    wait: Annotated[
-        bool, typer.Option("--wait/--no-wait", help="With --apply: wait for Ready (120 s)")
-    ] = True,
-) -> None:
-    """Canary a model version by traffic split, promote it to 100 %, or abort back to the previous one."""
-    from churnops.cluster.render import RenderError
-    from churnops.cluster.rollout import RolloutError
-    from churnops.cluster.settings import ToolMissingError
-    from churnops.cluster.state import StateError
-
+    if (digests is None) == (image_tag is None):
+        raise fail("give exactly one of --digests and --image-tag")
     try:
-        rollouts = _rollouts(overlay)
-        if target == "status":
-            state = rollouts.status()
-            typer.echo(
-                f"{rollouts.overlay}: {state.phase}, version {state.model_version} at {state.canary_percent} %, "
-                f"stable version {state.stable_version}"
-            )
-            return
-        if target == "promote":
-            plan = rollouts.plan_promote()
-        elif target == "abort":
-            plan = rollouts.plan_abort()
-        else:
-            plan = rollouts.plan_start(target, canary)
-            champion = rollouts.registry.alias_target("champion")
-            if champion != plan.before.stable_version:
-                console.print(
-                    f"[yellow]warning:[/yellow] the registry's champion is {champion}, but {rollouts.overlay} "
-                    f"serves version {plan.before.stable_version}"
-                )
-        if dry_run:
-            console.print(plan.describe() + " (dry run: nothing changed)")
-            typer.echo(rollouts.diff(plan), nl=False)
-            return
-        rollouts.execute(plan, apply=apply, image_tag=image_tag, wait=wait)
-    except (RolloutError, StateError, RenderError, ToolMissingError) as error:
-        raise _fail(str(error)) from error
-    _report(plan, rollouts, apply=apply)
+        pins = pins_from_digests(digests) if digests is not None else pins_for_tag(str(image_tag))
+        for overlay in overlays:
+            path = write_pins(overlay_dir(get_settings(), overlay), pins)
+            console.print(f"wrote {path}")
+    except (ImageError, RenderError, OSError, ValueError) as error:
+        raise fail(str(error)) from error

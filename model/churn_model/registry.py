@@ -3,6 +3,10 @@
 Aliases, not the deprecated stages: `champion` is what serves, `challenger` the newest candidate. MLflow
 keeps no history of where an alias pointed, so promotions are recorded in a registered-model tag
 (`champion_history`, a JSON list, oldest first) and `rollback` pops it.
+
+Each version also carries what its rollouts found: `rollout_history` (a JSON list of canary steps and
+decisions, newest last, bounded in bytes), `shadow_evaluation` (its comparison with the champion on the
+prediction store's labelled customers), and the canary reports as artefacts of its run (`rollouts/`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
+ROLLOUT_HISTORY_TAG = "rollout_history"
+EVALUATION_TAG = "shadow_evaluation"
 SERVING_ARTIFACT_PATH = "serving"
+ROLLOUT_REPORTS_PATH = "rollouts"
+# MLflow allows 100,000 characters in a registry tag value (mlflow/utils/validation.py,
+# MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH); the history keeps its newest events within a smaller bound.
+ROLLOUT_HISTORY_MAX_BYTES = 64_000
 
 
 class RegistryError(RuntimeError):
@@ -158,6 +168,57 @@ class Registry:
         self.client.set_registered_model_alias(self.name, CHAMPION, target)
         self._set_history(history)
         return current, target
+
+    # --- what rollouts record per version ---
+
+    def artefact_sha256(self, version: str) -> str:
+        """sha256 of the version's `manifest.json` (the digest a rollout pins into the InferenceService)."""
+        import hashlib
+
+        import mlflow
+
+        info = self.resolve(version)
+        _ = self.client
+        with tempfile.TemporaryDirectory(prefix="churnops-manifest-") as scratch:
+            path = Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=info.run_id,
+                    artifact_path=f"{SERVING_ARTIFACT_PATH}/manifest.json",
+                    dst_path=scratch,
+                )
+            )
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def _version_tag(self, version: str, key: str) -> str | None:
+        value = self.client.get_model_version(self.name, version).tags.get(key)
+        return None if value is None else str(value)
+
+    def rollout_history(self, version: str) -> list[dict[str, object]]:
+        raw = self._version_tag(version, ROLLOUT_HISTORY_TAG)
+        events: list[dict[str, object]] = json.loads(raw) if raw else []
+        return events
+
+    def record_rollout_event(self, version: str, event: dict[str, object]) -> None:
+        """Append one canary step or decision to the version's history, dropping the oldest past the bound."""
+        events = [*self.rollout_history(version), event]
+        encoded = json.dumps(events, separators=(",", ":"))
+        while len(encoded.encode()) > ROLLOUT_HISTORY_MAX_BYTES and len(events) > 1:
+            events = events[1:]
+            encoded = json.dumps(events, separators=(",", ":"))
+        self.client.set_model_version_tag(self.name, version, ROLLOUT_HISTORY_TAG, encoded)
+
+    def record_evaluation(self, version: str, result: dict[str, object]) -> None:
+        self.client.set_model_version_tag(self.name, version, EVALUATION_TAG, json.dumps(result))
+
+    def evaluation(self, version: str) -> dict[str, object] | None:
+        raw = self._version_tag(version, EVALUATION_TAG)
+        result: dict[str, object] | None = json.loads(raw) if raw else None
+        return result
+
+    def log_rollout_report(self, version: str, report: Path) -> None:
+        """Keep a canary report with the version's run (artefact `rollouts/<file>`)."""
+        info = self.resolve(version)
+        self.client.log_artifact(info.run_id, str(report), ROLLOUT_REPORTS_PATH)
 
     def download_serving(self, version: VersionInfo, destination: Path) -> Path:
         """Copy the version's serving artefact (what KServe loads) into `destination`, replacing it."""

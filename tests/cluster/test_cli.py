@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from churnops.cluster.settings import ClusterSettings
 
+COMMIT = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00"
+
 
 @pytest.fixture
 def cli(workspace: ClusterSettings, kubernetes_validate: Path, monkeypatch) -> Iterator[ClusterSettings]:
@@ -51,7 +53,7 @@ def test_manifests_kustomization_writes_a_deployable_wrapper(cli: ClusterSetting
         "kustomization",
         "prod",
         "--image-tag",
-        "c0ffee",
+        COMMIT,
         "--canary",
         "10",
         "--to",
@@ -59,11 +61,38 @@ def test_manifests_kustomization_writes_a_deployable_wrapper(cli: ClusterSetting
     )
     assert code == 0, output
     wrapper = yaml.safe_load((tmp_path / "d" / "kustomization.yaml").read_text())
-    assert {image["newTag"] for image in wrapper["images"]} == {"c0ffee"}
+    assert {image["newTag"] for image in wrapper["images"]} == {COMMIT}
     assert "canaryTrafficPercent" in wrapper["patches"][0]["patch"]
-    code, output = invoke("manifests", "render", "prod", "--image-tag", "c0ffee")
+    code, output = invoke("manifests", "render", "prod", "--image-tag", COMMIT)
     assert code == 0
-    assert "churnops-transformer:c0ffee" in output
+    assert f"churnops-transformer:{COMMIT}" in output
+
+
+@pytest.mark.parametrize("tag", ["0.1.0", "latest", "c0ffee"])
+def test_manifests_refuse_a_mutable_image_tag(cli: ClusterSettings, tmp_path: Path, tag: str):
+    code, output = invoke(
+        "manifests", "kustomization", "prod", "--image-tag", tag, "--to", str(tmp_path / "d")
+    )
+    assert code == 1
+    assert f"image reference '{tag}' is mutable" in output
+    assert not (tmp_path / "d" / "kustomization.yaml").exists()
+
+
+def test_manifests_pin_images_writes_ci_digests_into_the_overlays(cli: ClusterSettings, tmp_path: Path):
+    digests = tmp_path / "digests"
+    digests.mkdir()
+    for index, component in enumerate(("transformer", "predictor", "detector", "authorizer")):
+        (digests / f"{component}.txt").write_text(f"sha256:{str(index) * 64}\n")
+    code, output = invoke("manifests", "pin-images", "staging", "prod", "--digests", str(digests))
+    assert code == 0, output
+    code, output = invoke("manifests", "render", "prod")
+    assert code == 0
+    assert f"churnops-transformer@sha256:{'0' * 64}" in output
+    assert f"churnops-authorizer@sha256:{'3' * 64}" in output
+    (digests / "detector.txt").write_text("0.1.0")
+    code, output = invoke("manifests", "pin-images", "prod", "--digests", str(digests))
+    assert code == 1
+    assert "'0.1.0' is mutable" in output
 
 
 def test_manifests_render_names_unknown_overlays(cli: ClusterSettings):

@@ -11,10 +11,11 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from churnops.cluster.images import ImageRef
 from churnops.cluster.render import IMAGES, kustomize, render, write_wrapper
 from churnops.cluster.schemas import CrdSchemas
 from churnops.cluster.settings import ClusterSettings, ToolMissingError
-from churnops.cluster.state import RolloutState, read_state, render_state, write_state
+from churnops.cluster.state import RolloutState, read_state, render_pin, render_state, write_state
 from churnops.cluster.validate import (
     check_overlays,
     parse_documents,
@@ -126,7 +127,7 @@ def test_transformer_is_collocated_with_the_predictor_on_one_artefact(
     predictor = spec["predictor"]
     assert [c["name"] for c in predictor["containers"]] == ["transformer-container"]
     container = transformer_container(inference_service)
-    assert container["image"].startswith("ghcr.io/churnops/churnops-transformer:")
+    assert ImageRef.parse(container["image"]).name == "ghcr.io/churnops/churnops-transformer"
     env = env_of(container)
     assert env["CHURNOPS_TRANSFORMER_MODEL_DIR"] == "/mnt/models"
     assert "STORAGE_URI" not in env
@@ -136,7 +137,7 @@ def test_transformer_is_collocated_with_the_predictor_on_one_artefact(
     assert model["storageUri"].startswith("s3://churnops-models/churn-model/")
     assert model["modelFormat"]["name"] == "sklearn"
     assert (model["runtime"], model["protocolVersion"]) == ("kserve-mlserver", "v2")
-    assert model["image"].startswith("ghcr.io/churnops/churnops-predictor:")
+    assert ImageRef.parse(model["image"]).name == "ghcr.io/churnops/churnops-predictor"
     # One storageUri in the whole InferenceService: nothing else can name another version.
     assert json.dumps(inference_service).count("s3://churnops-models/") == 1
 
@@ -342,10 +343,14 @@ def test_rollout_file_is_exactly_what_churnops_rollout_writes(
 ):
     directory = cluster_settings.overlays_dir / overlay
     assert (directory / "rollout.yaml").read_text() == render_state(read_state(directory))
+    assert (directory / "artefact-pin.yaml").read_text() == render_pin(read_state(directory))
+
+
+COMMIT = "0123abcd" * 5
 
 
 def test_render_with_image_tag_and_code_canary(workspace: ClusterSettings):
-    documents = parse_documents(render(workspace, "prod", image_tag="0123abc", canary_percent=10))
+    documents = parse_documents(render(workspace, "prod", image_tag=COMMIT, canary_percent=10))
     images = [
         c["image"]
         for d in documents
@@ -354,7 +359,7 @@ def test_render_with_image_tag_and_code_canary(workspace: ClusterSettings):
     ]
     ours = [image for image in images if image.rsplit(":", 1)[0] in IMAGES]
     assert len(ours) == 4
-    assert all(image.endswith(":0123abc") for image in ours)
+    assert all(image.endswith(f":{COMMIT}") for image in ours)
     assert "kserve/storage-initializer:v0.20.0" in images
     spec = find(documents, "InferenceService")["spec"]
     assert spec["predictor"]["canaryTrafficPercent"] == 10
@@ -368,15 +373,15 @@ def test_render_with_image_tag_and_code_canary(workspace: ClusterSettings):
         ),
     )
     spec = find(
-        parse_documents(render(workspace, "prod", image_tag="0123abc", canary_percent=10)), "InferenceService"
+        parse_documents(render(workspace, "prod", image_tag=COMMIT, canary_percent=10)), "InferenceService"
     )["spec"]
     assert spec["predictor"]["canaryTrafficPercent"] == 30
     assert "transformer" not in spec
 
 
 def test_kustomization_wrapper_applies_what_render_shows(workspace: ClusterSettings, tmp_path: Path):
-    path = write_wrapper(workspace, "staging", tmp_path / "deploy", image_tag="feedbeef")
-    assert kustomize(workspace, path.parent) == render(workspace, "staging", image_tag="feedbeef")
+    path = write_wrapper(workspace, "staging", tmp_path / "deploy", image_tag=COMMIT)
+    assert kustomize(workspace, path.parent) == render(workspace, "staging", image_tag=COMMIT)
 
 
 @pytest.mark.slow

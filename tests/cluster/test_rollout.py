@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,11 +20,12 @@ from typer.testing import CliRunner
 
 from churn_model.registry import CHALLENGER, CHAMPION, HISTORY_TAG, Registry
 from churn_model.settings import ModelSettings
-from churnops.cluster.render import render
-from churnops.cluster.rollout import RolloutError, Rollouts
+from churnops.cluster.images import write_pins
+from churnops.cluster.render import deployable, render
+from churnops.cluster.rollout import NotReadyError, RolloutError, Rollouts
 from churnops.cluster.settings import ClusterSettings
-from churnops.cluster.state import StateError, read_state
-from churnops.cluster.validate import parse_documents, validate_custom_resource
+from churnops.cluster.state import PREDICTOR_PIN_ENV, TRANSFORMER_PIN_ENV, StateError, read_state
+from churnops.cluster.validate import parse_documents, validate_custom_resource, validate_documents
 from tests.cluster.conftest import env_of, find, transformer_container
 
 URI = "s3://churnops-models/churn-model/{}"
@@ -29,10 +33,10 @@ URI = "s3://churnops-models/churn-model/{}"
 
 @pytest.fixture(scope="module")
 def two_versions(trained_model, telco_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelSettings:
-    """A copy of the session's registry (version 1, champion) with a second registered version.
+    """A copy of the session's registry (version 1, champion) with versions 2 and 3 registered.
 
-    Version 2 registers version 1's logged model again: a real registry version (its own number, its own
-    aliases) without a second training run, which is all a rollout needs from the registry.
+    They register version 1's logged model again: real registry versions (their own numbers, their own
+    aliases) without more training runs, which is all a rollout needs from the registry.
     """
     home = tmp_path_factory.mktemp("rollout-home")
     shutil.copytree(trained_model.settings.home, home, dirs_exist_ok=True)
@@ -41,6 +45,7 @@ def two_versions(trained_model, telco_csv: Path, tmp_path_factory: pytest.TempPa
         registry = Registry(settings)
         first = registry.client.get_model_version(registry.name, "1")
         assert registry.register(first.source, first.run_id) == "2"
+        assert registry.register(first.source, first.run_id) == "3"
     return settings
 
 
@@ -127,9 +132,37 @@ def test_model_canary_moves_transformer_and_predictor_together(workspace, regist
     expected = json.loads(json.dumps(before))
     expected["spec"]["predictor"]["canaryTrafficPercent"] = 10
     expected["spec"]["predictor"]["model"]["storageUri"] = URI.format(2)
+    pin = read_state(rollouts.directory).artefact_sha256
+    expected["spec"]["predictor"]["model"]["env"].append({"name": PREDICTOR_PIN_ENV, "value": pin})
+    transformer_container(expected)["env"].append({"name": TRANSFORMER_PIN_ENV, "value": pin})
     assert after == expected
-    # Both halves of the new revision read the one artefact KServe downloads for it.
-    assert transformer_container(after) == transformer_container(before)
+    # Both halves of the new revision read the one artefact KServe downloads for it, pinned to one digest.
+    assert transformer_container(after)["image"] == transformer_container(before)["image"]
+
+
+def test_rollout_pins_the_versions_manifest_digest_into_both_containers(
+    workspace, registry, trained_model, crds, kubernetes_validate
+):
+    """CHURNOPS_{TRANSFORMER,PREDICTOR}_ARTEFACT_SHA256 = sha256 of the version's manifest.json, and the
+    rendered overlay still validates strictly."""
+    rollouts = Rollouts(workspace, registry, "prod")
+    rollouts.execute(rollouts.plan_start("2", 10))
+    digest = hashlib.sha256((trained_model.artefact / "manifest.json").read_bytes()).hexdigest()
+    inference_service, documents = rendered_isvc(workspace)
+    assert env_of(transformer_container(inference_service))[TRANSFORMER_PIN_ENV] == digest
+    assert env_of(inference_service["spec"]["predictor"]["model"])[PREDICTOR_PIN_ENV] == digest
+    # The other variables are all still there (a strategic merge of a CRD list would have replaced them).
+    assert env_of(inference_service["spec"]["predictor"]["model"])["MLSERVER_GRPC_PORT"] == "8081"
+    assert env_of(transformer_container(inference_service))["CHURNOPS_TRANSFORMER_MODEL_DIR"] == "/mnt/models"
+    assert find(documents, "ConfigMap", "churn-rollout")["data"]["artefact-sha256"] == digest
+    report = validate_documents(documents, crds, kubernetes_validate, "1.32.0")
+    assert report.ok, "\n".join(map(str, report.problems))
+
+    # A hand edit of either file is refused: the pin must be the digest rollout.yaml records.
+    pin_file = rollouts.directory / "artefact-pin.yaml"
+    pin_file.write_text(pin_file.read_text().replace(digest, "0" * 64))
+    with pytest.raises(StateError, match="does not pin the digest"):
+        rollouts.status()
 
 
 def test_rollout_promote_routes_all_traffic_and_makes_the_version_champion(workspace, registry):
@@ -147,24 +180,51 @@ def test_rollout_promote_routes_all_traffic_and_makes_the_version_champion(works
         rollouts.plan_promote()
 
 
-def test_rollout_abort_returns_traffic_to_the_previous_version(workspace, registry):
+def test_rollout_abort_keeps_the_spec_and_routes_nothing_to_the_canary(workspace, registry):
+    """KServe's documented rollback: canaryTrafficPercent 0, the spec untouched, so no new revision."""
     rollouts = Rollouts(workspace, registry, "prod")
     rollouts.execute(rollouts.plan_start("2", 10))
+    canary, _ = rendered_isvc(workspace)
     rollouts.execute(rollouts.plan_abort())
 
     inference_service, documents = rendered_isvc(workspace)
-    # 0 % to the latest revision: all traffic on the revision that served version 1 before the canary,
-    # and the spec itself back on version 1, so no later deploy can bring version 2 back by accident.
-    assert split(inference_service) == (0, URI.format(1))
+    assert split(inference_service) == (0, URI.format(2))
+    expected = json.loads(json.dumps(canary))
+    expected["spec"]["predictor"]["canaryTrafficPercent"] = 0
+    assert inference_service == expected  # nothing but the percentage changed
     assert detector_reference(documents) == URI.format(1)
+    assert read_state(rollouts.directory).phase == "aborted"
     assert registry.alias_target(CHALLENGER) is None
     assert registry.alias_target(CHAMPION) == "1"
     assert registry.history() == ["1"]
+    with pytest.raises(RolloutError, match="aborted at 0 %"):
+        rollouts.plan_promote()
 
-    # Settling the aborted rollout: 100 % to the latest revisions (version 1 again); the registry stays.
-    rollouts.execute(rollouts.plan_promote())
+    # Settling retires the failed revision: the spec back on version 1, staged at 0 % until its new
+    # revision is ready (Knative routes `latestRevision` to the latest READY one: the failed one until then).
+    plan = rollouts.plan_settle()
+    assert [(s.phase, s.canary_percent, s.storage_uri) for s in plan.steps] == [
+        ("staged", 0, URI.format(1)),
+        ("stable", 100, URI.format(1)),
+    ]
+    rollouts.execute(plan)  # without --apply: the staged half only
+    assert split(rendered_isvc(workspace)[0]) == (0, URI.format(1))
+    rollouts.execute(rollouts.plan_settle())
     assert split(rendered_isvc(workspace)[0]) == (100, URI.format(1))
     assert registry.alias_target(CHAMPION) == "1"
+
+
+def test_after_an_abort_a_new_version_is_staged_before_it_gets_traffic(workspace, registry):
+    rollouts = Rollouts(workspace, registry, "prod")
+    rollouts.execute(rollouts.plan_start("2", 10))
+    rollouts.execute(rollouts.plan_abort())
+    plan = rollouts.plan_start("3", 20)
+    assert [(s.phase, s.model_version, s.canary_percent) for s in plan.steps] == [
+        ("staged", "3", 0),
+        ("canary", "3", 20),
+    ]
+    # Retrying the aborted version itself moves only the split: its revision exists and is ready.
+    assert [(s.phase, s.canary_percent) for s in rollouts.plan_start("2", 5).steps] == [("canary", 5)]
 
 
 def test_rollout_refuses_steps_that_do_not_fit_the_state(workspace, registry):
@@ -178,12 +238,15 @@ def test_rollout_refuses_steps_that_do_not_fit_the_state(workspace, registry):
     with pytest.raises(RolloutError, match="between 1 and 99"):
         rollouts.plan_start("2", 100)
     rollouts.execute(rollouts.plan_start("2", 10))
+    with pytest.raises(RolloutError, match="already in canary"):
+        rollouts.plan_start("3", 10)
     registry.client.set_registered_model_alias(registry.name, "candidate", "1")
     rollouts.execute(rollouts.plan_abort())
-    # After an abort only version 1 serves: rolling out 1 again is refused, 2 may be retried.
-    with pytest.raises(RolloutError, match="already serves all traffic"):
+    # After an abort only version 1 serves: rolling it out again is refused (settle does that).
+    with pytest.raises(RolloutError, match="rollout settle"):
         rollouts.plan_start("candidate", 10)
-    assert rollouts.plan_start("2", 5).after.canary_percent == 5
+    with pytest.raises(RolloutError, match="no canary to abort"):
+        rollouts.plan_abort()
 
 
 @pytest.fixture
@@ -237,76 +300,151 @@ def test_rollout_commands_from_the_cli(cli_env, registry):
     assert runner.invoke(app, ["rollout", "2", "--canary", "20", "--overlay", "staging"]).exit_code == 0
     assert read_state(cli_env.overlays_dir / "staging").canary_percent == 20
     assert registry.alias_target(CHALLENGER) == "2"
-    result = runner.invoke(app, ["rollout", "3", "--overlay", "staging"])
+    result = runner.invoke(app, ["rollout", "9", "--overlay", "staging"])
     assert result.exit_code == 1
-    assert "no version or alias '3'" in result.output
+    assert "no version or alias '9'" in result.output
     assert runner.invoke(app, ["rollout", "abort", "--overlay", "staging"]).exit_code == 0
     assert read_state(cli_env.overlays_dir / "staging").phase == "aborted"
     assert registry.alias_target(CHALLENGER) is None
 
 
-FAKE_KUBECTL = """#!/usr/bin/env bash
-# Stands in for kubectl: renders with the real one, records every cluster call, answers `get` with an image.
-set -euo pipefail
-log={log}
-if [ "$1" = kustomize ]; then exec {real} "$@"; fi
-echo "$*" >> "$log/calls"
-case " $* " in
-  *" get "*) printf '{live}' ;;
-  *" apply -k "*) dir="${{*: -1}}"; cp "$dir/kustomization.yaml" "$log/applied.yaml" 2>/dev/null || true
-                  {real} kustomize "$dir" > "$log/applied-rendered.yaml"; exit {apply_exit} ;;
-esac
-"""
+SIM = Path(__file__).with_name("kserve_sim.py")
+LIVE = "ghcr.io/churnops/churnops-{}@sha256:" + "a" * 64
 
 
-# What `kubectl get -o jsonpath=LIVE_TRANSFORMER_IMAGE` prints: the collocated transformer-container's image,
-# a newline, and the pre-collocation spec.transformer image (empty once migrated).
-LIVE_COLLOCATED = "ghcr.io/churnops/churnops-transformer:live1234\\n"
-
-
-def fake_kubectl(tmp_path: Path, apply_exit: int = 0, live: str = LIVE_COLLOCATED) -> Path:
+def simulated_cluster(
+    settings: ClusterSettings, tmp_path: Path, **config: Any
+) -> tuple[ClusterSettings, Path]:
+    """Settings whose kubectl is tests/cluster/kserve_sim.py (KServe's controller, as its source reads),
+    with the overlay already deployed once (live images by digest) and reconciled."""
     real = shutil.which("kubectl")
     assert real is not None
-    log = tmp_path / "kubectl-log"
-    log.mkdir(exist_ok=True)
+    log = tmp_path / "cluster"
+    log.mkdir()
     script = tmp_path / "kubectl"
-    script.write_text(FAKE_KUBECTL.format(log=log, real=real, apply_exit=apply_exit, live=live))
+    script.write_text(f'#!/bin/sh\nexec {sys.executable} {SIM} {log} {real} "$@"\n')
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    return script
+    simulated = settings.model_copy(
+        update={"kubectl": str(script), "ready_timeout_s": 5.0, "ready_poll_interval_s": 0.05}
+    )
+    images = {f"ghcr.io/churnops/churnops-{c}": "sha256:" + "a" * 64 for c in ("transformer", "predictor")}
+    with deployable(simulated, "prod", images=images) as directory:
+        subprocess.run([str(script), "apply", "-k", str(directory)], check=True, capture_output=True)
+    (log / "state.json").write_text(
+        json.dumps({**json.loads((log / "state.json").read_text()), "stale_reads": 0, "config": config})
+    )
+    subprocess.run(
+        [str(script), "get", "inferenceservice", "churn", "--output", "json"], check=True, capture_output=True
+    )
+    (log / "calls").unlink()
+    return simulated, log
 
 
-def test_rollout_apply_applies_with_kubectl_keeping_the_live_images(workspace, registry, tmp_path):
-    settings = workspace.model_copy(
-        update={"kubectl": str(fake_kubectl(tmp_path)), "kube_context": "prod-eu"}
+def cluster_state(log: Path) -> dict[str, Any]:
+    state: dict[str, Any] = json.loads((log / "state.json").read_text())
+    return state
+
+
+def test_rollout_apply_waits_for_kserve_to_serve_the_new_revision(workspace, registry, tmp_path):
+    """--apply waits through the stale status (Ready True from before the apply, kserve/kserve#6081) until
+    KServe reports the split on a revision running the new spec; the live images are kept."""
+    settings, log = simulated_cluster(
+        workspace.model_copy(update={"kube_context": "prod-eu"}), tmp_path, stale_reads=3
     )
     rollouts = Rollouts(settings, registry, "prod")
-    rollouts.execute(rollouts.plan_start("2", 10), apply=True)
+    execution = rollouts.execute(rollouts.plan_start("2", 10), apply=True)
 
-    log = tmp_path / "kubectl-log"
     calls = (log / "calls").read_text().splitlines()
-    assert calls[0].startswith("--context prod-eu --namespace churnops get inferenceservice churn")
-    assert calls[1].startswith("--context prod-eu apply -k ")
-    assert calls[2].startswith("--context prod-eu --namespace churnops wait --for=condition=Ready")
-    applied = parse_documents((log / "applied-rendered.yaml").read_text())
-    inference_service = find(applied, "InferenceService")
-    assert split(inference_service) == (10, URI.format(2))
-    assert transformer_container(inference_service)["image"].endswith(":live1234")
-    assert inference_service["spec"]["predictor"]["model"]["image"].endswith(":live1234")
-    assert registry.alias_target(CHALLENGER) == "2"
-    assert "transformer-container" in calls[0]  # the jsonpath asks for the collocated container
-
-
-def test_live_image_tag_falls_back_to_the_layout_before_collocation(workspace, registry, tmp_path):
-    """A cluster still running spec.transformer: its image tag is kept by the (migrating) rollout."""
-    settings = workspace.model_copy(
-        update={
-            "kubectl": str(fake_kubectl(tmp_path, live="\\nghcr.io/churnops/churnops-transformer:old99\\n"))
-        }
+    assert calls[0] == "--context prod-eu --namespace churnops get inferenceservice churn --output json"
+    assert calls[1].startswith(
+        "--context prod-eu --namespace churnops get inferenceservice churn --output jsonpath="
     )
-    assert Rollouts(settings, registry, "prod").live_image_tag() == "old99"
-    (tmp_path / "none").mkdir()
-    settings = workspace.model_copy(update={"kubectl": str(fake_kubectl(tmp_path / "none", live="\\n"))})
-    assert Rollouts(settings, registry, "prod").live_image_tag() is None
+    assert calls[2].startswith("--context prod-eu apply -k ")
+    assert not [c for c in calls if "wait" in c.split()]
+    gets = [c for c in calls[3:] if "inferenceservice churn --output json" in c]
+    assert len(gets) >= 4  # three stale answers, then the reconciled one
+    status = cluster_state(log)["status"]
+    assert status["latestCreatedRevision"] == status["latestReadyRevision"] == "churn-predictor-00002"
+    assert status["traffic"] == [
+        {"tag": "latest", "latestRevision": True, "percent": 10, "revisionName": "churn-predictor-00002"},
+        {"tag": "prev", "latestRevision": False, "percent": 90, "revisionName": "churn-predictor-00001"},
+    ]
+    revision = cluster_state(log)["revisions"]["churn-predictor-00002"]["spec"]
+    images = {c["name"]: c["image"] for c in revision["containers"]}
+    assert images == {
+        "kserve-container": LIVE.format("predictor"),
+        "transformer-container": LIVE.format("transformer"),
+    }
+    assert revision["initContainers"][0]["args"][0] == URI.format(2)
+    assert registry.alias_target(CHALLENGER) == "2"
+    assert len(execution.applied) == 1
+    assert execution.applied[0][2] > 0  # it did wait
+
+
+def test_rollback_creates_no_revision_and_never_waits_for_one(workspace, registry, tmp_path):
+    """A canary whose revision never becomes ready: the start times out (aliases unmoved), and the abort,
+    a route change only, is live at the first reconciled status."""
+    settings, log = simulated_cluster(workspace, tmp_path, stale_reads=1)
+    state = cluster_state(log)
+    state["never_ready"] = [URI.format(2)]
+    (log / "state.json").write_text(json.dumps(state))
+    rollouts = Rollouts(settings, registry, "prod")
+    with pytest.raises(NotReadyError, match="churn-predictor-00002 is not ready"):
+        rollouts.execute(rollouts.plan_start("2", 10), apply=True)
+    assert registry.alias_target(CHALLENGER) is None
+    assert read_state(rollouts.directory).phase == "canary"  # applied, so recorded
+
+    execution = rollouts.execute(rollouts.plan_abort(), apply=True)
+    state = cluster_state(log)
+    assert sorted(state["revisions"]) == ["churn-predictor-00001", "churn-predictor-00002"]
+    assert state["status"]["traffic"][0]["percent"] == 0
+    assert state["status"]["traffic"][1] == {
+        "tag": "prev", "latestRevision": False, "percent": 100, "revisionName": "churn-predictor-00001"
+    }  # fmt: skip
+    assert execution.seconds < 5
+
+
+def test_after_an_abort_the_failed_revision_never_gets_traffic_again(workspace, registry, tmp_path):
+    """Knative routes `latestRevision` to the latest READY revision: a new version applied at 10 % straight
+    after an abort would send 10 % to the aborted one while its own revision starts. Staged first, it
+    never does."""
+    settings, log = simulated_cluster(workspace, tmp_path, stale_reads=1)
+    rollouts = Rollouts(settings, registry, "prod")
+    rollouts.execute(rollouts.plan_start("2", 10), apply=True)
+    rollouts.execute(rollouts.plan_abort(), apply=True)
+    aborted = cluster_state(log)["status"]["latestReadyRevision"]
+    (log / "traffic-log").unlink()
+
+    rollouts.execute(rollouts.plan_start("3", 20), apply=True)
+    blocks = [json.loads(line) for line in (log / "traffic-log").read_text().splitlines()]
+    assert blocks
+    assert all(t["percent"] == 0 for block in blocks for t in block if t["revisionName"] == aborted)
+    assert blocks[-1][0]["percent"] == 20
+    assert blocks[-1][0]["revisionName"] not in (aborted, "churn-predictor-00001")
+    assert read_state(rollouts.directory).phase == "canary"
+
+
+def test_rollout_refuses_a_cluster_whose_split_differs_from_the_file(workspace, registry, tmp_path):
+    """A code canary from CI in flight: a model rollout made for the recorded split would fight it."""
+    settings, log = simulated_cluster(workspace, tmp_path)
+    state = cluster_state(log)
+    state["status"]["traffic"][0]["percent"] = 10
+    (log / "state.json").write_text(json.dumps(state))
+    rollouts = Rollouts(settings, registry, "prod")
+    plan = rollouts.plan_start("2", 10)
+    state["desired"]["spec"]["predictor"]["canaryTrafficPercent"] = 10
+    (log / "state.json").write_text(json.dumps(state))
+    with pytest.raises(RolloutError, match="finish or roll back the change in flight"):
+        rollouts.execute(plan, apply=True)
+    assert read_state(rollouts.directory) == plan.before
+
+
+def test_live_images_keeps_digests_and_the_layout_before_collocation(workspace, registry, tmp_path):
+    settings, _ = simulated_cluster(workspace, tmp_path)
+    assert Rollouts(settings, registry, "prod").live_images() == {
+        "ghcr.io/churnops/churnops-transformer": "sha256:" + "a" * 64,
+        "ghcr.io/churnops/churnops-predictor": "sha256:" + "a" * 64,
+    }
 
 
 def test_rollout_state_refuses_a_transformer_section(workspace):
@@ -320,7 +458,7 @@ def test_rollout_state_refuses_a_transformer_section(workspace):
 
 
 def test_rollout_apply_failure_restores_the_file_and_leaves_the_registry(workspace, registry, tmp_path):
-    settings = workspace.model_copy(update={"kubectl": str(fake_kubectl(tmp_path, apply_exit=1))})
+    settings, _ = simulated_cluster(workspace, tmp_path, apply_exit=1)
     rollouts = Rollouts(settings, registry, "prod")
     before = (rollouts.directory / "rollout.yaml").read_bytes()
     with pytest.raises(RolloutError, match="apply -k failed"):
@@ -328,3 +466,95 @@ def test_rollout_apply_failure_restores_the_file_and_leaves_the_registry(workspa
     assert (rollouts.directory / "rollout.yaml").read_bytes() == before
     assert registry.alias_target(CHALLENGER) is None
     assert sorted(os.listdir(rollouts.directory)) == sorted(os.listdir(workspace.overlays_dir / "dev"))
+
+
+def dry_run_sections(output: str) -> dict[str, list[str]]:
+    """`--auto --dry-run` output: the changed lines (+/-) of each `## phase percent` section."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in output.splitlines():
+        if line.startswith("## "):
+            current = line[3:].split(" (")[0]
+            sections[current] = []
+        elif current and line[:1] in ("+", "-") and line[:3] not in ("+++", "---"):
+            sections[current].append(line)
+    return sections
+
+
+def changed_fields(lines: list[str]) -> set[str]:
+    return {line[1:].strip().split(":")[0] for line in lines}
+
+
+def test_auto_dry_run_prints_what_kserves_canary_documentation_prescribes(cli_env, registry):
+    """KServe's canary rollout (website: "Canary Rollout Strategy"): the first step sets the new storageUri
+    with canaryTrafficPercent; each further step changes canaryTrafficPercent only; promotion sets 100; the
+    rollback sets 0 and nothing else (the spec is kept, so KServe creates no revision)."""
+    from churnops.cli import app
+
+    state_file = cli_env.overlays_dir / "prod" / "rollout.yaml"
+    before = state_file.read_bytes()
+    result = CliRunner().invoke(app, ["rollout", "2", "--auto", "--dry-run", "--overlay", "prod"])
+    assert result.exit_code == 0, result.output
+    output = result.stdout
+    assert "plan: 10 % -> 25 % -> 50 % -> 100 %" in output
+    sections = dry_run_sections(output)
+    assert list(sections) == ["canary 10 %", "canary 25 %", "canary 50 %", "stable 100 %", "aborted 0 %"]
+
+    first = sections["canary 10 %"]
+    assert "+    canaryTrafficPercent: 10" in first
+    assert f"+      storageUri: {URI.format(2)}" in first
+    assert sum("_ARTEFACT_SHA256" in line for line in first) == 2  # the pin, into both containers
+    for step in ("canary 25 %", "canary 50 %"):
+        isvc = [line for line in sections[step] if "canaryTrafficPercent" in line or "storageUri" in line]
+        assert changed_fields(sections[step]) == {"canaryTrafficPercent", "canary-percent"}, sections[step]
+        assert len(isvc) == 2
+    promoted = sections["stable 100 %"]
+    assert "+    canaryTrafficPercent: 100" in promoted
+    assert changed_fields(promoted) == {
+        "canaryTrafficPercent",
+        "canary-percent",
+        "phase",
+        "stable-version",
+        "stable-storage-uri",
+        "stable-artefact-sha256",
+        "- s3",  # the detector's reference moves to the promoted version (its init container's argument)
+    }
+    rollback = sections["aborted 0 %"]
+    assert changed_fields(rollback) == {"canaryTrafficPercent", "canary-percent", "phase"}
+    assert "+    canaryTrafficPercent: 0" in rollback
+    assert "gate: 0 % on the latest revision (route only: the canary revision need not be ready)" in output
+    assert state_file.read_bytes() == before
+    assert registry.alias_target(CHALLENGER) is None
+
+
+def test_rollout_wait_is_the_gate_ci_runs(cli_env, registry, tmp_path, monkeypatch):
+    """`churnops rollout wait`: passes on what KServe reports for the rendered overlay, and fails (exit 1,
+    naming what is missing) on a split the cluster does not have."""
+    from churnops.cli import app
+    from churnops.cluster.settings import get_settings
+
+    settings, log = simulated_cluster(cli_env, tmp_path, stale_reads=2)
+    monkeypatch.setenv("CHURNOPS_CLUSTER_KUBECTL", settings.kubectl)
+    monkeypatch.setenv("CHURNOPS_CLUSTER_READY_TIMEOUT_S", "2")
+    monkeypatch.setenv("CHURNOPS_CLUSTER_READY_POLL_INTERVAL_S", "0.05")
+    get_settings.cache_clear()
+    images = ["--image-tag", "a" * 40]
+    # The cluster runs the live digests, not this commit's tag: the revision is not ours, the gate waits.
+    result = CliRunner().invoke(app, ["rollout", "wait", "--overlay", "prod", *images])
+    assert result.exit_code == 1
+    assert "transformer image is 'ghcr.io/churnops/churnops-transformer@sha256:" in result.output
+    result = CliRunner().invoke(app, ["rollout", "wait", "--overlay", "prod", "--code-canary", "10"])
+    assert result.exit_code == 1
+    assert "latest revision has 100 % of traffic, not 10 %" in result.output
+    # Once the overlay pins what is live (CI's deploy record), the gate passes on it:
+    state = cluster_state(log)
+    live = {c["name"]: c["image"] for c in state["desired"]["spec"]["predictor"]["containers"]}
+    assert live["transformer-container"] == LIVE.format("transformer")
+    write_pins(
+        cli_env.overlays_dir / "prod",
+        {f"ghcr.io/churnops/churnops-{c}": "sha256:" + "a" * 64 for c in ("transformer", "predictor")},
+    )
+    result = CliRunner().invoke(app, ["rollout", "wait", "--overlay", "prod"])
+    assert result.exit_code == 0, result.output
+    assert "prod: serving 100 % to the latest revision" in result.output
+    assert not [c for c in (log / "calls").read_text().splitlines() if "wait" in c.split()]

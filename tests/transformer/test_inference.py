@@ -410,17 +410,20 @@ def test_request_log_lines_are_json_with_the_request_facts_and_no_secrets(client
             json.loads(raw)  # every line is JSON
 
 
-def _samples(text: str, name: str) -> dict[str, float]:
-    samples = {}
-    for line in text.splitlines():
-        if line.startswith(name):
-            key, value = line.rsplit(" ", 1)
-            samples[key] = float(value)
-    return samples
+def _value(text: str, name: str, **labels: str) -> float:
+    """The value of the sample `name` whose labels include `labels` (0.0 when there is none)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return float(sample.value)
+    return 0.0
 
 
 def test_metrics_add_up_across_worker_processes(transformer, customers, trained_model):
     customer = customers[0]
+    version = trained_model.version
 
     def scrape() -> str:
         return httpx.get(f"{transformer.url}/metrics", headers={"connection": "close"}).text
@@ -440,19 +443,27 @@ def test_metrics_add_up_across_worker_processes(transformer, customers, trained_
             json={"instances": [_mutated(customer, Contract="Weekly")]},
             headers={"connection": "close"},
         )
-    label = f'churn_predictions_total{{prediction="{"churn" if answers[0]["churn_prediction"] else "no_churn"}",risk_level="{answers[0]["risk_level"]}"}}'
+    predicted = {
+        "prediction": "churn" if answers[0]["churn_prediction"] else "no_churn",
+        "risk_level": answers[0]["risk_level"],
+        "model_version": version,
+    }
     scrapes = [scrape() for _ in range(6)]
     for after in scrapes:  # whichever worker answers the scrape, it reports every worker's counts
-        assert _samples(after, label)[label] - _samples(before, label).get(label, 0.0) == 30
-        invalid = 'churn_invalid_requests_total{reason="unknown_value"}'
-        assert _samples(after, invalid)[invalid] - _samples(before, invalid).get(invalid, 0.0) == 4
+        name = "churn_predictions_total"
+        assert _value(after, name, **predicted) - _value(before, name, **predicted) == 30
+        invalid = {"reason": "unknown_value"}
+        name = "churn_invalid_requests_total"
+        assert _value(after, name, **invalid) - _value(before, name, **invalid) == 4
         count = "churn_prediction_duration_seconds_count"
-        assert _samples(after, count)[count] - _samples(before, count)[count] >= 30
-        info = f'churn_model_info{{version="{trained_model.version}"}}'
-        assert _samples(after, info)[info] == 1.0
+        assert (
+            _value(after, count, model_version=version) - _value(before, count, model_version=version) >= 30
+        )
+        assert _value(after, "churn_model_info", version=version) == 1.0
         for code, answered in (("2xx", 30), ("4xx", 4), ("5xx", 0)):  # the scrapes themselves not counted
-            responses = f'churn_inference_responses_total{{code="{code}",protocol="v1"}}'
-            assert _samples(after, responses)[responses] - _samples(before, responses)[responses] == answered
+            labels = {"code": code, "protocol": "v1", "model_version": version}
+            name = "churn_inference_responses_total"
+            assert _value(after, name, **labels) - _value(before, name, **labels) == answered
         assert "request_predict_seconds_count" in after  # KServe's own metrics are still there
 
 

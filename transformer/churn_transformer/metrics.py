@@ -6,7 +6,14 @@ set by the entry point before anything imports prometheus_client). A single work
 in-memory registry: multiprocess values cost an mmap write and a getpid() system call per update, about
 5 % of the transformer's CPU per request (measured with py-spy).
 
-`churn_inference_responses_total{protocol, code}` counts every answer of the inference endpoints (v1
+Every series carries `model_version`: each transformer process serves one model version, and the canary
+analysis compares canary and stable series from Prometheus (`churn_predictions_total`,
+`churn_prediction_duration_seconds`, `churn_inference_responses_total`, `churn_probability`,
+`churn_actions_total`). The version is known at start, so every label set is closed: `prediction`,
+`risk_level` and `action` come from the contract's bands and the retention playbook, `protocol` and `code`
+are the small sets below.
+
+`churn_inference_responses_total{protocol, code, model_version}` counts every answer of the inference endpoints (v1
 `:predict`, v2 `/infer`) by status class, 5xx included: the transformer's own error ratio (alert
 ChurnServing5xxRatioHigh). Health, readiness, metadata and `/metrics` are not inference and are not counted,
 so probes and scrapes cannot dilute the ratio. Both labels are closed sets (no paths, no exact codes), and
@@ -21,13 +28,14 @@ import shutil
 import tempfile
 from collections import Counter as Tally
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PROTOCOLS = ("v1", "v2")  # plus "other": a :predict or /infer path under neither prefix (a 404)
 STATUS_CLASSES = ("2xx", "4xx", "5xx")  # plus "1xx"/"3xx", which the inference routes never answer
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# 0.05, 0.10, ..., 1.0: the predicted churn probability of every answered customer, per model version.
+PROBABILITY_BUCKETS = tuple(round(0.05 * step, 2) for step in range(1, 21))
 
 
 def multiprocess_mode() -> bool:
@@ -58,18 +66,33 @@ def remove_multiprocess_dir(directory: Path) -> None:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """The transformer's metrics for the one model version this process serves."""
+
+    def __init__(self, model_version: str) -> None:
         from prometheus_client import Counter, Gauge, Histogram
 
+        self.model_version = model_version
         self.predictions = Counter(
             "churn_predictions_total",
-            "Customers scored, by prediction and risk level",
-            ["prediction", "risk_level"],
+            "Customers scored, by prediction, risk level and model version",
+            ["prediction", "risk_level", "model_version"],
         )
         self.duration = Histogram(
             "churn_prediction_duration_seconds",
-            "End-to-end time of an inference request in the transformer (body in to answer out)",
+            "End-to-end time of an answered inference request in the transformer (body in to answer out)",
+            ["model_version"],
             buckets=DURATION_BUCKETS,
+        )
+        self.probability = Histogram(
+            "churn_probability",
+            "Predicted churn probability of every answered customer, by model version",
+            ["model_version"],
+            buckets=PROBABILITY_BUCKETS,
+        )
+        self.actions = Counter(
+            "churn_actions_total",
+            "Recommended actions answered, by action (the playbook's closed set) and model version",
+            ["action", "model_version"],
         )
         self.model_info = Gauge(
             "churn_model_info",
@@ -82,17 +105,38 @@ class Metrics:
         )
         self.responses = Counter(
             "churn_inference_responses_total",
-            "Answers of the inference endpoints (health and /metrics excluded), by protocol and status class",
-            ["protocol", "code"],
+            "Answers of the inference endpoints (health and /metrics excluded), by protocol, status class "
+            "and model version",
+            ["protocol", "code", "model_version"],
         )
         for protocol in PROTOCOLS:
             for code in STATUS_CLASSES:
-                self.responses.labels(protocol, code)
+                self.responses.labels(protocol, code, model_version)
+        self._duration = self.duration.labels(model_version)
+        self._probability = self.probability.labels(model_version)
+        self.model_info.labels(model_version).set(1)
 
-    def record_predictions(self, predictions: Sequence[bool], risk_levels: Sequence[str]) -> None:
-        counts = Tally(zip(predictions, risk_levels, strict=True))
-        for (prediction, risk), count in counts.items():
-            self.predictions.labels("churn" if prediction else "no_churn", risk).inc(count)
+    def record_response(self, protocol: str, status: int, elapsed_s: float) -> None:
+        """One answer of an inference endpoint; the latency of answered (200) requests only."""
+        self.responses.labels(protocol, status_class(status), self.model_version).inc()
+        if status == 200:
+            self._duration.observe(elapsed_s)
+
+    def record_answers(
+        self,
+        probabilities: Sequence[float],
+        predictions: Sequence[bool],
+        risk_levels: Sequence[str],
+        actions: Sequence[str],
+    ) -> None:
+        """Every customer of one answer: prediction and risk level, action, probability."""
+        version = self.model_version
+        for (prediction, risk), count in Tally(zip(predictions, risk_levels, strict=True)).items():
+            self.predictions.labels("churn" if prediction else "no_churn", risk, version).inc(count)
+        for action, count in Tally(actions).items():
+            self.actions.labels(action, version).inc(count)
+        for probability in probabilities:
+            self._probability.observe(probability)
 
 
 def status_class(status: int) -> str:
@@ -100,9 +144,27 @@ def status_class(status: int) -> str:
     return f"{status // 100}xx" if 100 <= status <= 599 else "5xx"
 
 
-@lru_cache(maxsize=1)
+_metrics: list[Metrics] = []  # this process's one Metrics, made by start_metrics
+
+
+def start_metrics(model_version: str) -> Metrics:
+    """Register the metrics of the model version this process serves (once per process; the model does it
+    when it is built, in every worker process)."""
+    if not _metrics:
+        _metrics.append(Metrics(model_version))
+    elif _metrics[0].model_version != model_version:
+        raise RuntimeError(
+            f"this process serves model version {_metrics[0].model_version}, not {model_version}"
+        )
+    return _metrics[0]
+
+
 def get_metrics() -> Metrics:
-    return Metrics()
+    if not _metrics:
+        raise RuntimeError(
+            "metrics are not started: start_metrics(model_version) runs when the model is built"
+        )
+    return _metrics[0]
 
 
 def render_metrics(accept: str | None) -> tuple[bytes, str]:

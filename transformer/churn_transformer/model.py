@@ -24,7 +24,7 @@ from churn_core.contract import FeatureContract
 from churn_core.decision import ANSWER_FIELDS
 from churn_transformer import context
 from churn_transformer.engine import Scored, Scorer
-from churn_transformer.metrics import get_metrics
+from churn_transformer.metrics import get_metrics, start_metrics
 from churn_transformer.predictor import (
     PredictorTarget,
     StartupError,
@@ -101,7 +101,7 @@ class ChurnTransformer(Model):  # type: ignore[misc]
         self._predictor_ok = False
         self._checked_at = float("-inf")
         self._check: asyncio.Future[None] | None = None
-        get_metrics().model_info.labels(self.version).set(1)
+        start_metrics(self.version)
 
     # KServe pickles registered models into its worker processes (`--workers N`, spawn): send only the
     # settings and rebuild from the artefact there (the validator's generated pydantic class and the
@@ -194,7 +194,7 @@ class ChurnTransformer(Model):  # type: ignore[misc]
         prepared, scored = result
         predictions = [bool(p) for p in scored.predictions]
         probabilities = [float(p) for p in scored.probabilities]
-        get_metrics().record_predictions(predictions, scored.risk_levels)
+        get_metrics().record_answers(probabilities, predictions, scored.risk_levels, scored.actions)
         record = context.current()
         if record is not None:
             record.model_version = self.version

@@ -38,7 +38,7 @@ from timing_asgi import TimingMiddleware  # type: ignore[import-untyped]
 
 from churn_core.logging import configure_logging
 from churn_transformer import context
-from churn_transformer.metrics import get_metrics, render_metrics, status_class
+from churn_transformer.metrics import get_metrics, render_metrics
 from churn_transformer.payload_logger import EventSource, PayloadLogger
 from churn_transformer.predictor import PredictorUnavailableError
 from churn_transformer.routes import inference_routes
@@ -169,10 +169,8 @@ class RequestMiddleware:
         # Once per answer, here where the status is final: exception handlers inside this middleware have
         # turned errors into 4xx/503; an exception escaping it stays status 500, which Starlette's outermost
         # handler (_internal) then answers.
-        metrics.responses.labels(protocol, status_class(status)).inc()
-        if status == 200:
-            metrics.duration.observe(elapsed)
-        elif 400 <= status < 500:
+        metrics.record_response(protocol, status, elapsed)
+        if 400 <= status < 500:
             metrics.invalid.labels(record.reason or f"http_{status}").inc()
         fields: dict[str, Any] = {
             "request_id": record.request_id,
