@@ -279,7 +279,7 @@ def detector_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
     settle_store(stack)
     stored = stored_rows(stack.store_url())
     post_failures = stack.log("transformer").count("payload logger post failed")
-    dropped = stack.log("transformer").count("payload logger queue full")
+    dropped = stack.dropped_payload_events()
     outcomes, marks = pacer.outcomes, pacer.marks
     kill, ready = marks["kill"], marks["detector_ready"]
     served = serving(outcomes)
@@ -297,7 +297,7 @@ def detector_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
         "serving after": summarize(after).line(),
         "feedback while down": summarize(between(feedback(outcomes), kill, ready)).line(),
         "payload log posts that failed (transformer log)": post_failures,
-        "payload log events dropped, queue full (transformer log lines)": dropped,
+        "payload log events dropped, queue full (transformer log)": dropped,
         "predictions served before the kill / lost": f"{lost_before.expected_rows} / {lost_before.lost_rows}",
         "predictions served while down / lost": f"{lost_during.expected_rows} / {lost_during.lost_rows}",
         "predictions served after the restart / lost": f"{lost_after.expected_rows} / {lost_after.lost_rows}",
@@ -331,7 +331,7 @@ def postgres_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
     pacer.mark("traffic_end")
     final = settle_store(stack)
     stored = stored_rows(stack.store_url())
-    dropped = stack.log("transformer").count("payload logger queue full")
+    dropped = stack.dropped_payload_events()
     post_failures = stack.log("transformer").count("payload logger post failed")
     outcomes, marks = pacer.outcomes, pacer.marks
     cut, restore = marks["cut"], marks["restore"]

@@ -12,6 +12,7 @@ store gets a database of its own (dropped afterwards) and the authorizer a Redis
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -94,6 +95,16 @@ class LocalStack:
     def log(self, name: str) -> str:
         path = self.running[name].component.log_file
         return path.read_text(encoding="utf-8", errors="replace") if path else ""
+
+    def dropped_payload_events(self) -> int:
+        """Events the transformer's local payload logger dropped, queue full (it logs the running count at
+        the first drop and every 1,000th)."""
+        counts = [
+            int(json.loads(line).get("dropped", 0))
+            for line in self.log("transformer").splitlines()
+            if "payload logger queue full" in line and line.startswith("{")
+        ]
+        return max(counts, default=0)
 
     def kill(self, name: str) -> int | None:
         return kill_component(self.running[name])

@@ -68,9 +68,13 @@ class Sampler:
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop sampling (idempotent): call it when the load ends, so idle samples do not bend the trend."""
         self._stop.set()
-        self._thread.join(self.interval_s + 5)
-        self.take()  # a last sample at the end
+        if self._thread.is_alive():
+            self._thread.join(self.interval_s + 5)
 
     def _run(self) -> None:
         while not self._stop.is_set():
