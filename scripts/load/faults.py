@@ -386,7 +386,7 @@ def redis_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -> F
     decisions = {
         line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()
-        if line.startswith("churnops_authz_decisions_total{")
+        if line.startswith("churnops_authz_decisions_total{") and not line.endswith(" 0.0")
     }
     report.figures |= {
         "requests": len(outcomes),
