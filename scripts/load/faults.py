@@ -36,6 +36,7 @@ from scripts.load.pacer import Outcome, Pacer, PacerThread, between, summarize
 from scripts.load.payloads import RequestMix
 
 SERVING_KINDS = {"v2_single", "v2_batch10", "v2_batch100", "v1_single", "invalid"}
+POST_FAILED = "payload logger post failed"  # the transformer's log line for an event it could not post
 IN_FLIGHT_MARGIN_S = 0.1  # sent at least this long before the signal: surely read by the server
 
 
@@ -162,6 +163,17 @@ def settle_store(stack: LocalStack, timeout_s: float = 180.0) -> dict[str, Any]:
     return last
 
 
+def detector_counter(stack: LocalStack, name: str, **labels: str) -> float:
+    """Sum of a detector counter's samples (those with `labels`), from its /metrics."""
+    text = httpx.get(f"{stack.detector_direct_url}/metrics", timeout=5).text
+    total = 0.0
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    for line in text.splitlines():
+        if (line.startswith((name + "{", name + " "))) and all(w in line for w in wanted):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 @dataclass(frozen=True)
 class StoreAccount:
     served_requests: int
@@ -266,6 +278,8 @@ def _recovered_at(served: list[Outcome], ready: float) -> float | None:
 
 def detector_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -> FaultReport:
     """The drift detector SIGKILLed for the outage, then started again (as Kubernetes would)."""
+    dropped_before = stack.dropped_payload_events()
+    failed_before = stack.log("transformer").count(POST_FAILED)
     with _traffic(stack, rate, seed=2) as pacer:
         time.sleep(phases.before_s)
         pacer.mark("kill")
@@ -278,8 +292,8 @@ def detector_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
     pacer.mark("traffic_end")
     settle_store(stack)
     stored = stored_rows(stack.store_url())
-    post_failures = stack.log("transformer").count("payload logger post failed")
-    dropped = stack.dropped_payload_events()
+    post_failures = stack.log("transformer").count(POST_FAILED) - failed_before
+    dropped = stack.dropped_payload_events() - dropped_before
     outcomes, marks = pacer.outcomes, pacer.marks
     kill, ready = marks["kill"], marks["detector_ready"]
     served = serving(outcomes)
@@ -298,9 +312,9 @@ def detector_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
         "feedback while down": summarize(between(feedback(outcomes), kill, ready)).line(),
         "payload log posts that failed (transformer log)": post_failures,
         "payload log events dropped, queue full (transformer log)": dropped,
-        "predictions served before the kill / lost": f"{lost_before.expected_rows} / {lost_before.lost_rows}",
-        "predictions served while down / lost": f"{lost_during.expected_rows} / {lost_during.lost_rows}",
-        "predictions served after the restart / lost": f"{lost_after.expected_rows} / {lost_after.lost_rows}",
+        "predictions served before the kill / not stored": f"{lost_before.expected_rows} / {lost_before.lost_rows}",
+        "predictions served while down / not stored": f"{lost_during.expected_rows} / {lost_during.lost_rows}",
+        "predictions served after the restart / not stored": f"{lost_after.expected_rows} / {lost_after.lost_rows}",
     }
     report.notes.append(
         "the payload logger (ours locally, KServe's agent in the cluster) posts each event once and drops it "
@@ -310,6 +324,7 @@ def detector_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
         "serving answered every request as expected, outage or not": all(o.ok for o in served),
         "logging resumed by itself: every prediction served after the restart is stored": after
         and lost_after.lost_rows == 0,
+        "no payload event dropped by the transformer's logger (queue full)": dropped == 0,
         "nothing stored twice": all(a.duplicate_rows == 0 for a in (lost_before, lost_during, lost_after)),
     }
     return report
@@ -318,6 +333,10 @@ def detector_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
 def postgres_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -> FaultReport:
     """The store's PostgreSQL unreachable (our proxy cut: open connections reset, new ones refused)."""
     proxy = stack.proxies["postgres"]
+    taken_before = detector_counter(stack, "churn_logged_predictions_total")
+    inserted_before = detector_counter(stack, "churn_store_rows_total", outcome="inserted")
+    dropped_before = stack.dropped_payload_events()
+    failed_before = stack.log("transformer").count(POST_FAILED)
     with _traffic(stack, rate, seed=3) as pacer:
         time.sleep(phases.before_s)
         pacer.mark("cut")
@@ -331,8 +350,10 @@ def postgres_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
     pacer.mark("traffic_end")
     final = settle_store(stack)
     stored = stored_rows(stack.store_url())
-    dropped = stack.dropped_payload_events()
-    post_failures = stack.log("transformer").count("payload logger post failed")
+    dropped = stack.dropped_payload_events() - dropped_before
+    post_failures = stack.log("transformer").count(POST_FAILED) - failed_before
+    taken = detector_counter(stack, "churn_logged_predictions_total") - taken_before
+    inserted = detector_counter(stack, "churn_store_rows_total", outcome="inserted") - inserted_before
     outcomes, marks = pacer.outcomes, pacer.marks
     cut, restore = marks["cut"], marks["restore"]
     served = serving(outcomes)
@@ -349,16 +370,26 @@ def postgres_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
         "store during the outage (readyz)": during.get("store"),
         "store at the end (readyz)": final.get("store"),
         "payload log posts failed / dropped (transformer log)": f"{post_failures} / {dropped}",
-        "predictions served": books.expected_rows,
-        "predictions stored": books.stored_rows,
-        "lost": books.lost_rows,
+        "predictions served (200 answers)": books.expected_rows,
+        "predictions the detector took (churn_logged_predictions)": int(taken),
+        "rows the store inserted (churn_store_rows inserted)": int(inserted),
+        "served predictions found in the store": books.stored_rows,
+        "served but not stored (end to end)": books.lost_rows,
         "stored twice": books.duplicate_rows,
     }
+    report.notes.append(
+        "served but not stored, end to end, = events the transformer's local payload logger dropped (queue "
+        "full) or failed to post + rows the store lost; the store's own share is taken minus inserted"
+    )
     report.checks = {
         "serving answered every request as expected, outage or not": all(o.ok for o in served),
         "the outage was real (store down, rows held back)": not during.get("store", {}).get("up", True)
         and during.get("store", {}).get("backlog_rows", 0) > 0,
-        "0 predictions lost in the store": books.lost_rows == 0,
+        "0 predictions lost in the store (every row the detector took was inserted)": taken > 0
+        and inserted >= taken,
+        "every payload event reached the detector (none dropped by the transformer's logger)": dropped == 0
+        and post_failures == 0,
+        "end to end: every served prediction is in the store": books.lost_rows == 0,
         "none stored twice": books.duplicate_rows == 0,
         "labels sent during the outage were refused (503), not silently dropped": all(
             o.ok or o.status == 503 for o in feedback(outcomes)

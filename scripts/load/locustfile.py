@@ -1,7 +1,7 @@
 """Locust scenario: the request mix of real ChurnOps clients, against any endpoint.
 
-    locust -f scripts/load/locustfile.py --host http://127.0.0.1:8080 --headless -u 10 -t 2m \
-        --user-rate 10 --csv reports/load/run --html reports/load/run.html
+    locust -f scripts/load/locustfile.py --host http://127.0.0.1:8080 --headless -u 50 -t 2m \
+        --user-rate 2 --csv reports/load/run --html reports/load/run.html
 
 Each user sends `--user-rate` requests per second on a fixed schedule, so `-u N` users make
 N x rate requests/s for as long as the service keeps up (a user whose request takes longer than 1/rate
