@@ -99,4 +99,6 @@ class ChurnClient(FastHttpUser):
                 else:
                     response.failure(f"invalid request answered {status}, expected a 4xx")
             elif status != 200:
-                response.failure(f"HTTP {status}: {(response.text or '')[:200]}")
+                # status 0: no HTTP answer; the connection error says what happened instead of a body.
+                detail = getattr(response, "error", None) or (response.text or "")[:200]
+                response.failure(f"HTTP {status}: {detail!r}" if status == 0 else f"HTTP {status}: {detail}")
