@@ -21,8 +21,10 @@ ones and asserts the invariants. Timings are reported, never asserted.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -70,9 +72,26 @@ class FaultReport:
         out = [f"## {self.name}"]
         out += [f"  {label} at +{moment - start:.1f} s" for label, moment in self.marks.items()]
         out += [f"  {key}: {_fmt(value)}" for key, value in self.figures.items()]
+        reasons = Counter(
+            f"{o.status} {o.detail}" for o in self.outcomes if o.status >= 500 and o.status != 503
+        )
+        reasons.update(f"503 {o.detail}" for o in self.outcomes if o.status == 503 and "gateway" in o.detail)
+        out += [f"  5xx answer x{count}: {reason}" for reason, count in reasons.most_common(5)]
         out += [f"  note: {note}" for note in self.notes]
         out += [f"  [{'ok' if held else 'FAIL'}] {check}" for check, held in self.checks.items()]
         return out
+
+
+def traceback_excerpt(log: str, limit: int = 1200) -> str:
+    """The last stack trace of a JSON log (its `exception` field), cut to `limit` characters."""
+    for line in reversed(log.splitlines()):
+        if "Traceback" in line:
+            try:
+                text = str(json.loads(line).get("exception") or line)
+            except ValueError:
+                text = line
+            return text[-limit:]
+    return ""
 
 
 def _fmt(value: Any) -> str:
@@ -261,6 +280,8 @@ def predictor_restart(
         and len(between(served, recovered, 1e18)) > 0,
         "no stack trace in the transformer log": "Traceback" not in log,
     }
+    if "Traceback" in log:
+        report.notes.append("last stack trace in the transformer log:\n" + traceback_excerpt(log))
     return report
 
 
@@ -352,8 +373,16 @@ def postgres_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
     stored = stored_rows(stack.store_url())
     dropped = stack.dropped_payload_events() - dropped_before
     post_failures = stack.log("transformer").count(POST_FAILED) - failed_before
-    taken = detector_counter(stack, "churn_logged_predictions_total") - taken_before
-    inserted = detector_counter(stack, "churn_store_rows_total", outcome="inserted") - inserted_before
+
+    def counters() -> tuple[float, float]:
+        return (
+            detector_counter(stack, "churn_logged_predictions_total") - taken_before,
+            detector_counter(stack, "churn_store_rows_total", outcome="inserted") - inserted_before,
+        )
+
+    # The inserted counter moves after the commit: give it time to catch up; a lost row never does.
+    _wait(lambda: counters()[1] >= counters()[0], 30.0, interval_s=1.0)
+    taken, inserted = counters()
     outcomes, marks = pacer.outcomes, pacer.marks
     cut, restore = marks["cut"], marks["restore"]
     served = serving(outcomes)
@@ -505,6 +534,8 @@ def transformer_sigterm(
         f"the transformer exited by itself within {grace_s:g} s, exit code 0": exited and exit_code == 0,
         "no stack trace in the transformer log": "Traceback" not in log,
     }
+    if "Traceback" in log:
+        report.notes.append("last stack trace in the transformer log:\n" + traceback_excerpt(log))
     return report
 
 

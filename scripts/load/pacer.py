@@ -45,6 +45,7 @@ class Outcome:
     request_id: str = ""
     event_id: str = ""  # the `ce-id` sent: the payload log events, and the store's rows, carry it
     sent: float = 0.0  # when the whole request had been written to a connection (0: never)
+    detail: str = ""  # the start of the body of a 5xx answer: who failed, and why
 
     @property
     def ended(self) -> float:
@@ -124,13 +125,15 @@ class Pacer:
             event_id = headers["ce-id"] = request_id
         progress = SimpleNamespace(sent=0.0)
         started = time.monotonic()
-        status, error = 0, ""
+        status, error, detail = 0, "", ""
         try:
             async with session.post(
                 base + planned.path, data=planned.body, headers=headers, trace_request_ctx=progress
             ) as response:
-                await response.read()
+                body = await response.read()
                 status = response.status
+                if status >= 500:
+                    detail = body[:160].decode("utf-8", "replace")
         except (aiohttp.ClientError, TimeoutError) as exc:
             error = _error_name(exc)
         finally:
@@ -148,6 +151,7 @@ class Pacer:
                 request_id,
                 event_id,
                 progress.sent,
+                detail,
             )
         )
 
