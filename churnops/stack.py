@@ -425,13 +425,45 @@ class TcpProxy:
     async def _pump(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, delayed: bool
     ) -> None:
+        if delayed:
+            await self._pump_delayed(reader, writer)
+            return
         try:
             while data := await reader.read(65536):
-                if delayed and self.delay_s > 0:
-                    await asyncio.sleep(self.delay_s)
                 writer.write(data)
                 await writer.drain()
             if writer.can_write_eof():
                 writer.write_eof()
         except (OSError, RuntimeError):
             writer.transport.abort()
+
+    async def _pump_delayed(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Each chunk leaves `delay_s` after it arrived, in order: added latency, not a throughput cap
+        (sleeping between reads would queue every chunk of a busy connection behind the previous ones)."""
+        loop = asyncio.get_running_loop()
+        # At most 256 chunks of at most 64 KiB (16 MiB) wait; past that reading waits too (backpressure).
+        chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=256)
+
+        async def forward() -> None:
+            while True:
+                arrived, data = await chunks.get()
+                if not data:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    return
+                wait = arrived + self.delay_s - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                writer.write(data)
+                await writer.drain()
+
+        forwarding = asyncio.create_task(forward())
+        try:
+            while data := await reader.read(65536):
+                await chunks.put((loop.time(), data))
+            await chunks.put((loop.time(), b""))
+            await forwarding
+        except (OSError, RuntimeError):
+            writer.transport.abort()
+        finally:
+            forwarding.cancel()
