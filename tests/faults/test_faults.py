@@ -47,7 +47,7 @@ def test_detector_kill_costs_serving_nothing_and_payload_logging_resumes(healthy
 
 def test_postgres_outage_loses_no_prediction_and_serving_is_unaffected(healthy):
     report = postgres_outage(healthy, SHORT, rate=RATE)
-    assert report.figures["predictions served"] > 0
+    assert report.figures["predictions served (200 answers)"] > 0
     assert_invariants(report)
 
 
