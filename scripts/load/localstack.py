@@ -98,7 +98,7 @@ class LocalStack:
 
     def dropped_payload_events(self) -> int:
         """Events the transformer's local payload logger dropped, queue full (it logs the running count at
-        the first drop and every 1,000th)."""
+        the first drop and every 1,000th, so this is a lower bound: 1 means 1 to 999)."""
         counts = [
             int(json.loads(line).get("dropped", 0))
             for line in self.log("transformer").splitlines()
