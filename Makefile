@@ -110,6 +110,13 @@ test: install system-tools lint docs  ## the whole suite: lint, types, docs, uni
 bench: install  ## latency/throughput benchmark of the serving path (wrk, 32 connections)
 	$(VENV)/bin/python scripts/bench_serving.py
 
+# `make load LOAD_MINUTES=15` is the roadmap's soak; scripts/capacity.py and scripts/faults.py the rest.
+LOAD_MINUTES ?= 2
+LOAD_RATE ?= 100
+.PHONY: load
+load: install  ## locust (client mix, LOAD_RATE req/s, LOAD_MINUTES) on the local stack; reports/load/soak
+	$(VENV)/bin/python scripts/soak.py --minutes $(LOAD_MINUTES) --rate $(LOAD_RATE)
+
 .PHONY: clean
 clean:  ## remove environments and local state
 	rm -rf $(VENV) $(PREDICTOR_VENV) $(DRIFT_VENV) $(TOOLS_VENV) $(LOCK_VENV) .churnops .mypy_cache .ruff_cache .pytest_cache

@@ -12,16 +12,19 @@ KServe's payload logger consumer...) and pointing the transformer's `CHURNOPS_TR
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import httpx
 
@@ -293,3 +296,174 @@ def run_stack(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+# ---- fault injection: kill, restart, signal one component; cut or slow a TCP path ----------------------
+
+
+def kill_component(running: Running) -> int | None:
+    """SIGKILL the component's whole process group at once, as an OOM kill or a node loss does: no drain,
+    no shutdown hooks. Returns the exit code (-9)."""
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(running.process.pid, signal.SIGKILL)
+    with suppress(subprocess.TimeoutExpired):
+        running.process.wait(10)
+    return running.process.returncode
+
+
+def restart_component(running: Running, log: Callable[[str], None] = print) -> Running:
+    """Start a stopped or killed component again, same argv, environment and ports; waits until ready."""
+    if running.process.poll() is None:
+        raise StackError(f"{running.component.name} is still running (pid {running.process.pid})")
+    return start_component(running.component, log)
+
+
+def authorizer_component(port: int, env: Mapping[str, str]) -> Component:
+    """The ext_authz authorizer (`python -m churn_authorizer serve`); `env` holds its CHURNOPS_AUTHORIZER_*
+    settings (keys file, Redis URL and prefix, failure mode). Ready once it has loaded a keys file."""
+    return Component(
+        name="authorizer",
+        argv=(sys.executable, "-m", "churn_authorizer", "serve"),
+        ready_url=f"http://{LOOPBACK}:{port}/readyz",
+        env={"CHURNOPS_AUTHORIZER_HOST": LOOPBACK, "CHURNOPS_AUTHORIZER_PORT": str(port), **env},
+        ready_timeout_s=30.0,
+    )
+
+
+class TcpProxy:
+    """A loopback TCP forwarder we control, put between a component and a server it depends on
+    (PostgreSQL, Redis, the predictor) to inject faults there without touching the server itself, which
+    other processes share.
+
+    - `cut()`: every open connection is closed and the listening socket too, so new connects get
+      ECONNREFUSED — what a client sees when the server's host goes away or the server restarts;
+    - `restore()`: listens again on the same port;
+    - `delay_s`: each chunk travelling client -> server waits this long first (a slow server or network),
+      which holds requests in flight for a known time.
+
+    Why not a library: toxiproxy (the usual tool) is a Go server that is not packaged for this machine, and
+    the forwarding needed here is 60 lines of asyncio streams. It runs its own event loop in a daemon
+    thread, so it works from synchronous code (scripts, pytest) without touching the caller's loop.
+    """
+
+    def __init__(self, target_port: int, target_host: str = LOOPBACK, *, port: int = 0) -> None:
+        self.target = (target_host, target_port)
+        self.port = port
+        self.delay_s = 0.0
+        self.connections_total = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def cut_off(self) -> bool:
+        return self._server is None
+
+    def start(self) -> TcpProxy:
+        if not self._thread.is_alive():
+            self._thread.start()
+        self._call(self._listen())
+        return self
+
+    def cut(self) -> None:
+        self._call(self._cut())
+
+    def restore(self) -> None:
+        self._call(self._listen())
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._call(self._cut())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+        if not self._loop.is_running():
+            self._loop.close()
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _call(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
+
+    async def _listen(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._serve, LOOPBACK, self.port)
+            self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _cut(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()  # stops listening; the connections are ours to close
+        for writer in list(self._writers):
+            writer.transport.abort()  # RST, as a vanished host's connections end (no orderly FIN)
+        self._writers.clear()
+        if server is not None:
+            await server.wait_closed()
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            server_reader, server_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        self.connections_total += 1
+        self._writers.update((client_writer, server_writer))
+        try:
+            await asyncio.gather(
+                self._pump(client_reader, server_writer, delayed=True),
+                self._pump(server_reader, client_writer, delayed=False),
+            )
+        finally:
+            for writer in (client_writer, server_writer):
+                self._writers.discard(writer)
+                writer.transport.abort()
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, delayed: bool
+    ) -> None:
+        if delayed:
+            await self._pump_delayed(reader, writer)
+            return
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+        except (OSError, RuntimeError):
+            writer.transport.abort()
+
+    async def _pump_delayed(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Each chunk leaves `delay_s` after it arrived, in order: added latency, not a throughput cap
+        (sleeping between reads would queue every chunk of a busy connection behind the previous ones)."""
+        loop = asyncio.get_running_loop()
+        # At most 256 chunks of at most 64 KiB (16 MiB) wait; past that reading waits too (backpressure).
+        chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=256)
+
+        async def forward() -> None:
+            while True:
+                arrived, data = await chunks.get()
+                if not data:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    return
+                wait = arrived + self.delay_s - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                writer.write(data)
+                await writer.drain()
+
+        forwarding = asyncio.create_task(forward())
+        try:
+            while data := await reader.read(65536):
+                await chunks.put((loop.time(), data))
+            await chunks.put((loop.time(), b""))
+            await forwarding
+        except (OSError, RuntimeError):
+            writer.transport.abort()
+        finally:
+            forwarding.cancel()
