@@ -154,6 +154,7 @@ def detector_python() -> Path:
 
 def _drift_in_detector_environment(current: Path, artefact: Path, backend: str, options: DriftOptions) -> int:
     """Run the drift test with the detector environment's Python; its output streams through unchanged."""
+    import os
     import subprocess
     import sys
 
@@ -168,8 +169,11 @@ def _drift_in_detector_environment(current: Path, artefact: Path, backend: str, 
         )
     argv = [str(python), "-m", "churn_monitoring.drift", "--current", str(current.resolve())]
     argv += ["--artefact", str(artefact.resolve()), "--backend", backend, *options.argv()]
+    # alibi-detect imports transformers, which warns at import that no deep-learning framework is
+    # installed (transformers/__init__.py, `logger.warning_advice`): true, and not what the user asked.
+    env = {"TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", **os.environ}
     sys.stdout.flush()
-    return subprocess.run(argv, check=False).returncode
+    return subprocess.run(argv, env=env, check=False).returncode
 
 
 @app.command("drift-scenario")
