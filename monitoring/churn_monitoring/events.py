@@ -87,7 +87,7 @@ class Answer:
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)
     # The HTTP binding percent-encodes attribute values (spec 3.1.3.2); decoding a plain value is a no-op.
-    return unquote(value) if value is not None else None
+    return unquote(value) if value is not None and "%" in value else value
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -114,7 +114,9 @@ ATTRIBUTES = (
 
 
 def parse_event(headers: Mapping[str, str], body: bytes) -> PayloadEvent:
-    """Decode a binary- or structured-mode CloudEvent; `headers` must be case-insensitive (Starlette's)."""
+    """Decode a binary- or structured-mode CloudEvent from its HTTP headers (any case) and body."""
+    # One pass into a dict: Starlette's Headers scans its whole list on every lookup.
+    headers = {name.lower(): value for name, value in headers.items()}
     content_type = (headers.get("content-type") or "").strip()
     if content_type.split(";")[0].strip().lower() == STRUCTURED_CONTENT_TYPE:
         return _parse_structured(body)

@@ -92,6 +92,7 @@ class Compactor:
             {value: value for value in spec.values} if isinstance(spec, CategoryField) else None
             for spec in contract.fields
         ]
+        self._lookups = list(zip(self.fields, self._categories, strict=True))
         self._levels = {band.level: band.level for band in contract.risk_bands}
         self._versions = {version: version for version in (contract.model.version, *versions)}
 
@@ -115,11 +116,15 @@ class Compactor:
         return Half(event.id, event.source, "response", key, event.time, answers=tuple(rows), size=size)
 
     def _customer(self, customer: Mapping[str, Any]) -> tuple[CustomerRow, int]:
-        values = []
         cost = 2 * TUPLE + (2 + len(self.fields)) * POINTER
-        for name, categories in zip(self.fields, self._categories, strict=True):
-            value, held = _field_value(customer.get(name), categories)
-            values.append(value)
+        values = []
+        for name, categories in self._lookups:
+            value = customer.get(name)
+            if categories is not None and value.__class__ is str and value in categories:
+                values.append(categories[value])  # the contract's own string: nothing held per row
+                continue
+            kept, held = _field_value(value, categories)
+            values.append(kept)
             cost += held
         raw_id = customer.get(ID_FIELD)
         customer_id = None if raw_id in (None, "") else _text(str(raw_id), MAX_CUSTOMER_ID_CHARS)

@@ -97,9 +97,12 @@ class DetectorSettings(BaseSettings):
         default=32, ge=4, le=512, description="deepest JSON nesting accepted in a body"
     )
     max_json_values: int = Field(
-        default=1_000_000,
+        default=250_000,
         ge=1000,
-        description="most JSON values (numbers, strings, arrays, objects) in one body: bounds its parsed size",
+        description=(
+            "most JSON values (numbers, strings, keys, arrays, objects) in one body, which bounds its parsed "
+            "size; an event of the transformer's 1,000 customers holds about 45,000"
+        ),
     )
     inflight_max_bytes: int = Field(
         default=64 * MIB,

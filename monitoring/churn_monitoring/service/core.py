@@ -49,6 +49,9 @@ MAX_REPORTS = 50
 MAX_CACHED_HTML = 5
 MAX_QUEUED_WINDOWS = 20
 TICK_SECONDS = 1.0
+# Events up to this size are parsed on the event loop (well under a millisecond: a thread hop would cost
+# more); larger ones on the intake thread, one at a time, so they never stall the loop.
+INLINE_BYTES = 64 * 1024
 
 
 @dataclass
@@ -107,6 +110,9 @@ class DetectorService:
             ttl_seconds=settings.join_ttl_seconds,
             recent=RecentKeys(ttl_seconds=settings.dedupe_ttl_seconds, max_keys=settings.dedupe_max_keys),
         )
+        # Read when scraped (on the event loop, like every change to the join): nothing per event.
+        self.metrics.pending.set_function(lambda: float(len(self.join)))
+        self.metrics.pending_bytes.set_function(lambda: float(self.join.bytes))
         self.windows = WindowBuffer(
             self.fields,
             size=settings.window_size,
@@ -213,10 +219,13 @@ class DetectorService:
 
     async def receive(self, headers: Mapping[str, str], body: bytes) -> ReceiveResult:
         """Take one payload-log event; EventError or Refusal (4xx) for anything that cannot be used."""
-        loop = asyncio.get_running_loop()
-        intake = await loop.run_in_executor(
-            self._intake_executor, take_event, headers, body, self.compactor, self.json_limits
-        )
+        if len(body) <= INLINE_BYTES:
+            intake = take_event(headers, body, self.compactor, self.json_limits)
+        else:
+            loop = asyncio.get_running_loop()
+            intake = await loop.run_in_executor(
+                self._intake_executor, take_event, headers, body, self.compactor, self.json_limits
+            )
         if intake.error is not None or intake.half is None:
             self._count_rejected(intake.kind, intake.error)
             raise intake.error or EventError("event could not be read")
@@ -225,8 +234,6 @@ class DetectorService:
         except EventError as error:
             self._count_rejected(intake.kind, error)
             raise
-        finally:
-            self._update_join_gauges()
         return self._joined(intake.kind, outcome)
 
     def _joined(self, kind: str, outcome: JoinOutcome) -> ReceiveResult:
@@ -250,10 +257,6 @@ class DetectorService:
             self.metrics.unpaired.labels(half.kind, reason).inc()
         if reason != "expired":
             log.warning("payload_halves_dropped", reason=reason, halves=len(halves))
-
-    def _update_join_gauges(self) -> None:
-        self.metrics.pending.set(len(self.join))
-        self.metrics.pending_bytes.set(self.join.bytes)
 
     def _accept(self, rows: list[LoggedPrediction]) -> None:
         self.writer.submit([row.to_record() for row in rows])
@@ -383,7 +386,6 @@ class DetectorService:
 
     async def tick(self) -> None:
         self._count_unpaired(self.join.expire(), "expired")
-        self._update_join_gauges()
         window = self.windows.due()
         if window is not None:
             self._queue_window(window)

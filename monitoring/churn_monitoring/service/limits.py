@@ -58,6 +58,9 @@ async def read_body(request: Request, limit: int, what: str) -> bytes:
 
 def check_json_shape(body: bytes, *, max_depth: int, max_values: int, what: str) -> None:
     """400 for nesting deeper than `max_depth`, 413 for more than `max_values` values: before parsing."""
+    openers = body.count(b"[") + body.count(b"{")
+    if openers <= max_depth and openers + body.count(b",") + body.count(b":") < max_values:
+        return  # bounds of both, counting brackets inside strings too: no scan needed (most events)
     shape = json_shape(body)
     if shape.depth > max_depth:
         raise Refusal(400, "json_too_deep", f"{what} nests {shape.depth} levels deep; at most {max_depth}")
@@ -80,6 +83,7 @@ class ByteBudget:
         self.total = total
         self.wait_seconds = wait_seconds
         self.used = 0
+        self._waiting = 0
         self._changed = asyncio.Condition()
 
     def _fits(self, size: int) -> bool:
@@ -87,20 +91,30 @@ class ByteBudget:
 
     @asynccontextmanager
     async def reserve(self, size: int) -> AsyncIterator[None]:
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self._fits(size)), self.wait_seconds)
-            except TimeoutError as error:
-                raise Refusal(
-                    503,
-                    "detector_busy",
-                    f"{self.used} bytes of bodies are being read; try again shortly",
-                    retry_after=max(1, round(self.wait_seconds)),
-                ) from error
-            self.used += size
+        # The check and the increment run on the event loop without an await in between: no lock is
+        # needed when the budget has room (every event but a burst's), only to wait for room.
+        if not self._fits(size):
+            await self._wait_for_room(size)
+        self.used += size
         try:
             yield
         finally:
+            self.used -= size
+            if self._waiting:
+                async with self._changed:
+                    self._changed.notify_all()
+
+    async def _wait_for_room(self, size: int) -> None:
+        self._waiting += 1
+        try:
             async with self._changed:
-                self.used -= size
-                self._changed.notify_all()
+                await asyncio.wait_for(self._changed.wait_for(lambda: self._fits(size)), self.wait_seconds)
+        except TimeoutError as error:
+            raise Refusal(
+                503,
+                "detector_busy",
+                f"{self.used} bytes of bodies are being read; try again shortly",
+                retry_after=max(1, round(self.wait_seconds)),
+            ) from error
+        finally:
+            self._waiting -= 1
