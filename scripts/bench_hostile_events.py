@@ -12,6 +12,7 @@ The events, in equal parts (each about 8 MB, the cap `CHURNOPS_DETECTOR_MAX_EVEN
 
     .venv/bin/python scripts/bench_hostile_events.py                       # latest artefact, scipy backend
     .venv/bin/python scripts/bench_hostile_events.py --python .venv-drift/bin/python --backend alibi
+    .venv/bin/python scripts/bench_hostile_events.py --events 400 --join-max-mb 16   # the join's bound at work
 """
 
 from __future__ import annotations
@@ -181,6 +182,8 @@ def start_detector(args: argparse.Namespace, home: Path) -> tuple[subprocess.Pop
             "OPENBLAS_NUM_THREADS": "1",
         }
     )
+    if args.join_max_mb is not None:
+        env["CHURNOPS_DETECTOR_JOIN_MAX_BYTES"] = str(int(args.join_max_mb * MB))
     log = (home / "detector.log").open("wb")
     process = subprocess.Popen(
         [args.python, "-m", "churn_monitoring.service"], cwd=REPO, env=env, stdout=log, stderr=log
@@ -210,6 +213,12 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=100, help="hostile events to send")
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent senders")
     parser.add_argument("--rss-limit-mb", type=float, default=600.0, help="fail above this resident memory")
+    parser.add_argument(
+        "--join-max-mb",
+        type=float,
+        default=None,
+        help="CHURNOPS_DETECTOR_JOIN_MAX_BYTES (default: its default)",
+    )
     args = parser.parse_args()
     args.model_dir = args.model_dir or latest_artefact()
     templates = bodies()
