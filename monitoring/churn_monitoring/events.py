@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -333,18 +333,5 @@ def parse_response(event: PayloadEvent) -> list[Answer]:
     raise EventError("response payload has neither 'predictions' (v1) nor 'outputs' (v2)")
 
 
-def customer_id_of(customer: Mapping[str, Any], answer: Answer) -> str | None:
-    """The id the caller sent with the customer, else the one echoed in the answer."""
-    value = customer.get(ID_FIELD)
-    if value not in (None, ""):
-        return str(value)[:255]
-    return answer.customer_id[:255] if answer.customer_id else None
-
-
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-def feature_values(customer: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
-    """The contract's fields of one customer, as sent (missing fields are None)."""
-    return {name: customer.get(name) for name in fields}
