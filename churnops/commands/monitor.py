@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -86,15 +87,30 @@ def drift_command(
         bool, typer.Option("--score", help="Score the customers with the artefact's model (needs it to load)")
     ] = False,
 ) -> None:
-    """Test a customer CSV for drift against the model's reference sample; exit 0 whatever it finds."""
-    from churn_monitoring.drift.command import DriftCommandError, print_error, run_drift
+    """Test a customer CSV for drift against the model's reference sample; exit 0 whatever it finds.
+
+    The default backend, alibi-detect, lives in the detector's environment (numpy<2): when it is not
+    importable here, the test runs there (CHURNOPS_STACK_DETECTOR_PYTHON, as `churnops serve` runs the
+    detector), with the same output and exit code.
+    """
+    from churn_monitoring.drift.command import (
+        DriftCommandError,
+        backend_importable,
+        configured_backend,
+        print_error,
+        run_drift,
+    )
 
     try:
         directory = _artefact(artefact, model_version)
+        chosen = configured_backend(backend)
+        if not backend_importable(chosen):
+            options = DriftOptions(output_format, html, png, predictions, score)
+            raise typer.Exit(code=_drift_in_detector_environment(current, directory, chosen, options))
         run_drift(
             current,
             artefact=directory,
-            backend=backend,
+            backend=chosen,
             predictions=predictions,
             score=score,
             output_format=output_format,
@@ -104,6 +120,60 @@ def drift_command(
     except DriftCommandError as error:
         print_error(error)
         raise typer.Exit(code=1) from error
+
+
+@dataclass(frozen=True)
+class DriftOptions:
+    """The options of `monitor drift` passed on unchanged to `python -m churn_monitoring.drift`."""
+
+    output_format: str
+    html: Path | None
+    png: Path | None
+    predictions: Path | None
+    score: bool
+
+    def argv(self) -> list[str]:
+        argv = ["--format", self.output_format]
+        for flag, path in (("--html", self.html), ("--png", self.png), ("--predictions", self.predictions)):
+            if path is not None:
+                argv += [flag, str(path.resolve())]
+        return [*argv, "--score"] if self.score else argv
+
+
+def detector_python() -> Path:
+    """The detector environment's interpreter: CHURNOPS_STACK_DETECTOR_PYTHON (default .venv-drift/bin/python),
+    relative to the working directory, else to the project that holds this package (an editable install)."""
+    from churnops.settings import get_stack_settings
+
+    python = get_stack_settings().detector_python
+    if python.is_absolute() or python.exists():
+        return python
+    project = Path(__file__).resolve().parents[2]
+    return project / python if (project / python).exists() else python
+
+
+def _drift_in_detector_environment(current: Path, artefact: Path, backend: str, options: DriftOptions) -> int:
+    """Run the drift test with the detector environment's Python; its output streams through unchanged."""
+    import os
+    import subprocess
+    import sys
+
+    from churn_monitoring.drift.command import DriftCommandError
+
+    python = detector_python()
+    if not python.exists():
+        raise DriftCommandError(
+            f"the {backend} drift backend needs alibi-detect, which lives in the detector's environment, "
+            f"and {python} does not exist: run `make install` (or set CHURNOPS_STACK_DETECTOR_PYTHON), or "
+            "pass --backend scipy"
+        )
+    argv = [str(python), "-m", "churn_monitoring.drift", "--current", str(current.resolve())]
+    argv += ["--artefact", str(artefact.resolve()), "--backend", backend, *options.argv()]
+    # alibi-detect imports transformers, which warns at import that no deep-learning framework is
+    # installed (transformers/__init__.py, `logger.warning_advice`): true, and not what the user asked.
+    env = {"TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", **os.environ}
+    sys.stdout.flush()
+    return subprocess.run(argv, env=env, check=False).returncode
 
 
 @app.command("drift-scenario")

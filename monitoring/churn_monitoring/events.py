@@ -15,9 +15,8 @@ leave the payload (KServe v1 and open-inference v2, both of which the transforme
 from __future__ import annotations
 
 import base64
-import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -25,22 +24,37 @@ from urllib.parse import unquote
 
 import orjson
 
+from churn_core.errors import bounded, quoted
+
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 EVENT_TYPES: dict[str, Literal["request", "response"]] = {REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
 SPEC_VERSION = "1.0"
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 ID_FIELD = "customerID"
+# ce-id, ce-source and the extensions are kept at most this long (the prediction store's id columns).
+MAX_ID_CHARS = 255
 
 EventKind = Literal["request", "response"]
 
 
-class EventError(ValueError):
-    """An unusable event: `status` is the 4xx the sender gets, the message names the problem."""
+# The stable `code` of an EventError raised without one, by status: payload problems are 400 (not JSON,
+# not the v1/v2 shape), 415 (not JSON at all), 422 (request and response of one call disagree).
+DEFAULT_CODES = {400: "invalid_payload", 415: "unsupported_media_type", 422: "pair_mismatch"}
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
+
+class EventError(ValueError):
+    """An unusable event: `status` is the 4xx the sender gets, `code` its stable name (see DEFAULT_CODES),
+    the message names the problem."""
+
+    def __init__(self, message: str, status: int = 400, code: str | None = None) -> None:
+        super().__init__(bounded(message))
         self.status = status
+        self.code = code or DEFAULT_CODES.get(status, "invalid_event")
+
+
+def _envelope_error(message: str) -> EventError:
+    return EventError(message, 400, "invalid_cloudevent")
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,7 @@ class Answer:
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)
     # The HTTP binding percent-encodes attribute values (spec 3.1.3.2); decoding a plain value is a no-op.
-    return unquote(value) if value is not None else None
+    return unquote(value) if value is not None and "%" in value else value
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -82,82 +96,107 @@ def _parse_time(text: str | None) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as error:
-        raise EventError(f"ce-time {text!r} is not an RFC 3339 timestamp") from error
+        raise _envelope_error(f"ce-time {quoted(text)} is not an RFC 3339 timestamp") from error
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+ATTRIBUTES = (
+    "specversion",
+    "id",
+    "type",
+    "source",
+    "time",
+    "inferenceservicename",
+    "namespace",
+    "component",
+    "endpoint",
+)
+
+
 def parse_event(headers: Mapping[str, str], body: bytes) -> PayloadEvent:
-    """Decode a binary- or structured-mode CloudEvent; `headers` must be case-insensitive (Starlette's)."""
+    """Decode a binary- or structured-mode CloudEvent from its HTTP headers (any case) and body."""
+    # One pass into a dict: Starlette's Headers scans its whole list on every lookup.
+    headers = {name.lower(): value for name, value in headers.items()}
     content_type = (headers.get("content-type") or "").strip()
     if content_type.split(";")[0].strip().lower() == STRUCTURED_CONTENT_TYPE:
         return _parse_structured(body)
     spec = _header(headers, "ce-specversion")
     if spec is None:
-        raise EventError("not a CloudEvent: header ce-specversion is missing (binary mode expected)")
-    attributes = {
-        name: _header(headers, f"ce-{name}")
-        for name in (
-            "specversion",
-            "id",
-            "type",
-            "source",
-            "time",
-            "inferenceservicename",
-            "namespace",
-            "component",
-            "endpoint",
+        raise EventError(
+            "not a CloudEvent: header ce-specversion is missing (binary mode expected)",
+            code="not_a_cloudevent",
         )
-    }
+    attributes = {name: _header(headers, f"ce-{name}") for name in ATTRIBUTES}
     return _build(attributes, content_type, body)
+
+
+def _structured_data(envelope: Mapping[str, Any]) -> bytes:
+    if "data_base64" in envelope:
+        try:
+            return base64.b64decode(str(envelope["data_base64"]), validate=True)
+        except ValueError as error:
+            raise _envelope_error("structured CloudEvent data_base64 is not base64") from error
+    data = envelope.get("data")
+    return data.encode() if isinstance(data, str) else orjson.dumps(data)
 
 
 def _parse_structured(body: bytes) -> PayloadEvent:
     try:
         envelope = orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        raise EventError(f"structured CloudEvent body is not JSON: {error}") from error
+        raise _envelope_error(f"structured CloudEvent body is not JSON: {error}") from error
     if not isinstance(envelope, dict):
-        raise EventError("structured CloudEvent body is not a JSON object")
-    attributes = {key: (str(value) if value is not None else None) for key, value in envelope.items()}
-    if "data_base64" in envelope:
-        try:
-            data = base64.b64decode(str(envelope["data_base64"]), validate=True)
-        except ValueError as error:
-            raise EventError("structured CloudEvent data_base64 is not base64") from error
-    elif isinstance(envelope.get("data"), str):
-        data = str(envelope["data"]).encode()
-    else:
-        data = json.dumps(envelope.get("data")).encode()
-    return _build(attributes, str(envelope.get("datacontenttype") or "application/json"), data)
+        raise _envelope_error("structured CloudEvent body is not a JSON object")
+    # Only the attributes this module reads are turned into text (never `data`, which may be megabytes).
+    attributes = {
+        name: str(envelope[name]) if isinstance(envelope.get(name), str | int | float) else None
+        for name in ATTRIBUTES
+    }
+    content_type = envelope.get("datacontenttype")
+    return _build(
+        attributes,
+        content_type if isinstance(content_type, str) else "application/json",
+        _structured_data(envelope),
+    )
+
+
+def _kind(event_type: str | None) -> EventKind:
+    kind = EVENT_TYPES.get(event_type or "")
+    if kind is None:
+        raise _envelope_error(f"ce-type {quoted(event_type or '')} is not one of {sorted(EVENT_TYPES)}")
+    return kind
 
 
 def _build(attributes: Mapping[str, str | None], content_type: str, body: bytes) -> PayloadEvent:
     if attributes.get("specversion") != SPEC_VERSION:
-        raise EventError(f"ce-specversion {attributes.get('specversion')!r} is not {SPEC_VERSION!r}")
+        raise _envelope_error(
+            f"ce-specversion {quoted(attributes.get('specversion'))} is not {SPEC_VERSION!r}"
+        )
     event_id = (attributes.get("id") or "").strip()
     if not event_id:
-        raise EventError("ce-id is missing or empty")
-    if len(event_id) > 255:
-        raise EventError("ce-id is longer than 255 characters")
-    event_type = attributes.get("type") or ""
-    kind = EVENT_TYPES.get(event_type)
-    if kind is None:
-        raise EventError(f"ce-type {event_type!r} is not one of {sorted(EVENT_TYPES)}")
+        raise _envelope_error("ce-id is missing or empty")
+    if len(event_id) > MAX_ID_CHARS:
+        raise _envelope_error(f"ce-id is longer than {MAX_ID_CHARS} characters")
+    kind = _kind(attributes.get("type"))
     source = (attributes.get("source") or "").strip()
     if not source:
-        raise EventError("ce-source is missing or empty")
+        raise _envelope_error("ce-source is missing or empty")
     return PayloadEvent(
         id=event_id,
         kind=kind,
-        source=source[:255],
+        source=source[:MAX_ID_CHARS],
         time=_parse_time(attributes.get("time")),
-        inference_service=attributes.get("inferenceservicename") or None,
-        namespace=attributes.get("namespace") or None,
-        component=attributes.get("component") or None,
-        endpoint=attributes.get("endpoint") or None,
-        content_type=content_type,
+        inference_service=_cut(attributes.get("inferenceservicename")),
+        namespace=_cut(attributes.get("namespace")),
+        component=_cut(attributes.get("component")),
+        endpoint=_cut(attributes.get("endpoint")),
+        content_type=content_type[:MAX_ID_CHARS],
         body=body,
     )
+
+
+def _cut(value: str | None) -> str | None:
+    return value[:MAX_ID_CHARS] if value else None
 
 
 def _json_body(event: PayloadEvent) -> dict[str, Any]:
@@ -294,18 +333,5 @@ def parse_response(event: PayloadEvent) -> list[Answer]:
     raise EventError("response payload has neither 'predictions' (v1) nor 'outputs' (v2)")
 
 
-def customer_id_of(customer: Mapping[str, Any], answer: Answer) -> str | None:
-    """The id the caller sent with the customer, else the one echoed in the answer."""
-    value = customer.get(ID_FIELD)
-    if value not in (None, ""):
-        return str(value)[:255]
-    return answer.customer_id[:255] if answer.customer_id else None
-
-
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-def feature_values(customer: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
-    """The contract's fields of one customer, as sent (missing fields are None)."""
-    return {name: customer.get(name) for name in fields}

@@ -31,7 +31,8 @@ class Label(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    customer_id: str = Field(min_length=1, max_length=255)
+    # No control characters: PostgreSQL refuses NUL in text, and an id is never meant to hold one.
+    customer_id: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")
     churned: bool
     observed_at: datetime | None = Field(default=None, description="when the outcome was known; default now")
 
@@ -83,8 +84,8 @@ def _location(loc: Sequence[int | str]) -> str:
     return ".".join(str(part) for part in loc) or "label"
 
 
-def parse_labels(document: object, now: datetime | None = None) -> list[Label]:
-    """Labels from a JSON body: one label object, a list of them, or {"labels": [...]}."""
+def _label_items(document: object) -> list[Any]:
+    """The list of label objects in a body: one label object, a list of them, or {"labels": [...]}."""
     items: object = document
     if isinstance(document, Mapping) and "labels" in document:
         items = document["labels"]
@@ -96,23 +97,34 @@ def parse_labels(document: object, now: datetime | None = None) -> list[Label]:
         raise FeedbackError(["labels: the list is empty"])
     if len(items) > MAX_LABELS_PER_REQUEST:
         raise FeedbackError([f"labels: more than {MAX_LABELS_PER_REQUEST} in one request; send in chunks"])
+    return items
+
+
+def _parse_label(index: int, item: object, moment: datetime) -> tuple[Label | None, list[str]]:
+    """One label (observed now unless it says when), or the problems naming its fields."""
+    try:
+        label = Label.model_validate(item)
+    except ValidationError as error:
+        return None, [
+            f"labels[{index}].{_location(e['loc'])}: {e['msg']}" for e in error.errors(include_url=False)
+        ]
+    if label.observed_at is None:
+        return label.model_copy(update={"observed_at": moment}), []
+    if label.observed_at > moment + FUTURE_TOLERANCE:
+        return None, [f"labels[{index}].observed_at: {label.observed_at.isoformat()} is in the future"]
+    return label, []
+
+
+def parse_labels(document: object, now: datetime | None = None) -> list[Label]:
+    """Labels from a JSON body: one label object, a list of them, or {"labels": [...]}."""
     moment = now or datetime.now(UTC)
     problems: list[str] = []
     parsed: list[Label] = []
-    for index, item in enumerate(items):
-        try:
-            label = Label.model_validate(item)
-        except ValidationError as error:
-            problems.extend(
-                f"labels[{index}].{_location(e['loc'])}: {e['msg']}" for e in error.errors(include_url=False)
-            )
-            continue
-        if label.observed_at is None:
-            label = label.model_copy(update={"observed_at": moment})
-        elif label.observed_at > moment + FUTURE_TOLERANCE:
-            problems.append(f"labels[{index}].observed_at: {label.observed_at.isoformat()} is in the future")
-            continue
-        parsed.append(label)
+    for index, item in enumerate(_label_items(document)):
+        label, found = _parse_label(index, item, moment)
+        problems.extend(found)
+        if label is not None:
+            parsed.append(label)
     if problems:
         raise FeedbackError(problems)
     return parsed
@@ -171,6 +183,43 @@ def _upsert_label(connection: Connection, row: dict[str, Any]) -> None:
     connection.execute(statement)
 
 
+def _latest_prediction(
+    connection: Connection, customer_id: str, observed: datetime, horizon: timedelta
+) -> tuple[str, int] | None:
+    """(event_id, row_index) of the customer's latest prediction made before `observed` and within the
+    horizon."""
+    row = connection.execute(
+        select(predictions.c.event_id, predictions.c.row_index)
+        .where(
+            predictions.c.customer_id == customer_id,
+            predictions.c.predicted_at <= observed,
+            predictions.c.predicted_at >= observed - horizon,
+        )
+        .order_by(
+            predictions.c.predicted_at.desc(),
+            predictions.c.event_id.desc(),
+            predictions.c.row_index.desc(),
+        )
+        .limit(1)
+    ).first()
+    return (row.event_id, row.row_index) if row is not None else None
+
+
+def _count_unmatched(connection: Connection, customer_id: str, result: FeedbackResult) -> None:
+    """A label without a prediction to judge: never predicted, or predicted only outside the horizon."""
+    seen = connection.execute(
+        select(predictions.c.event_id).where(predictions.c.customer_id == customer_id).limit(1)
+    ).first()
+    if seen is None:
+        result.unknown += 1
+        if len(result.unknown_customer_ids) < MAX_REPORTED_IDS:
+            result.unknown_customer_ids.append(customer_id)
+    else:
+        result.outside_horizon += 1
+        if len(result.outside_horizon_customer_ids) < MAX_REPORTED_IDS:
+            result.outside_horizon_customer_ids.append(customer_id)
+
+
 def record_labels(
     engine: Engine, items: Iterable[Label], *, horizon_days: float, now: datetime | None = None
 ) -> FeedbackResult:
@@ -182,40 +231,15 @@ def record_labels(
         for label in items:
             result.received += 1
             observed = as_utc(label.observed_at or received_at)
-            match = connection.execute(
-                select(predictions.c.event_id, predictions.c.row_index)
-                .where(
-                    predictions.c.customer_id == label.customer_id,
-                    predictions.c.predicted_at <= observed,
-                    predictions.c.predicted_at >= observed - horizon,
-                )
-                .order_by(
-                    predictions.c.predicted_at.desc(),
-                    predictions.c.event_id.desc(),
-                    predictions.c.row_index.desc(),
-                )
-                .limit(1)
-            ).first()
+            match = _latest_prediction(connection, label.customer_id, observed, horizon)
             if match is None:
-                seen = connection.execute(
-                    select(predictions.c.event_id)
-                    .where(predictions.c.customer_id == label.customer_id)
-                    .limit(1)
-                ).first()
-                if seen is None:
-                    result.unknown += 1
-                    if len(result.unknown_customer_ids) < MAX_REPORTED_IDS:
-                        result.unknown_customer_ids.append(label.customer_id)
-                else:
-                    result.outside_horizon += 1
-                    if len(result.outside_horizon_customer_ids) < MAX_REPORTED_IDS:
-                        result.outside_horizon_customer_ids.append(label.customer_id)
+                _count_unmatched(connection, label.customer_id, result)
                 continue
             _upsert_label(
                 connection,
                 {
-                    "event_id": match.event_id,
-                    "row_index": match.row_index,
+                    "event_id": match[0],
+                    "row_index": match[1],
                     "customer_id": label.customer_id,
                     "churned": label.churned,
                     "observed_at": observed,

@@ -1,9 +1,11 @@
-"""Joining the request and response halves of one logged call by their shared CloudEvent id.
+"""Joining the request and response halves of one logged call by their shared CloudEvent id and source.
 
-KServe's agent sends the two halves from a pool of workers, so either may come first, the response never
-comes when the call failed, and a caller that sets `Ce-Id` itself may reuse an id. The pending map is
-therefore bounded (oldest half evicted first) and timed (a half waits `ttl` seconds), and ids joined
-recently are remembered so that a re-delivered pair is not counted twice.
+KServe's agent sends the two halves from a pool of workers, so either may come first, and the response
+never comes when the call failed. A caller may also set `Ce-Id` itself and reuse it, on purpose or not, so
+an id does not identify a call: several halves may wait under one (id, source), a response pairs with a
+request of the same size whose customer ids agree with the ones it echoes, and a re-delivered event is
+recognised by its digest (`halves.event_key`), never by its id alone. Waiting halves are bounded in count
+and in bytes (oldest evicted first) and in time (`ttl`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from churn_monitoring.events import Answer, EventError, PayloadEvent, customer_id_of, feature_values
+from churn_core.errors import quoted
+from churn_monitoring.events import EventError
+from churn_monitoring.halves import Half, call_id
+from churn_monitoring.recent import RecentKeys
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LoggedPrediction:
     """One customer of one logged call, request and answer joined: a row of the prediction store."""
 
@@ -49,51 +54,63 @@ class LoggedPrediction:
 
 
 @dataclass(frozen=True)
-class Half:
-    event: PayloadEvent
-    customers: list[dict[str, Any]] | None = None
-    answers: list[Answer] | None = None
-
-
-@dataclass(frozen=True)
 class JoinOutcome:
     """What adding one half did: `predictions` when it completed a pair, and the halves it pushed out."""
 
     status: str  # "pending" | "joined" | "duplicate"
     predictions: list[LoggedPrediction]
-    evicted: int = 0
+    evicted: list[Half] | None = None
 
 
 def join_pair(
     request: Half, response: Half, fields: Sequence[str], received_at: datetime
 ) -> list[LoggedPrediction]:
     """Rows of a request/response pair; raises EventError when the two do not describe the same call."""
-    customers = request.customers or []
-    answers = response.answers or []
-    if len(customers) != len(answers):
+    if request.rows != response.rows:
         raise EventError(
-            f"event {request.event.id}: request has {len(customers)} customers but response "
-            f"{len(answers)} answers",
+            f"event {quoted(request.event_id)}: request has {request.rows} customers but response "
+            f"{response.rows} answers",
             status=422,
         )
-    predicted_at = request.event.time or response.event.time or received_at
+    predicted_at = request.time or response.time or received_at
+    stored_id = call_id(request, response)
     rows = []
-    for index, (customer, answer) in enumerate(zip(customers, answers, strict=True)):
+    for index, ((customer_id, values), answer) in enumerate(
+        zip(request.customers, response.answers, strict=True)
+    ):
+        probability, prediction, risk_level, version, echoed_id = answer
         rows.append(
             LoggedPrediction(
-                event_id=request.event.id,
+                event_id=stored_id,
                 row_index=index,
-                customer_id=customer_id_of(customer, answer),
-                model_version=answer.model_version or "unknown",
-                features=feature_values(customer, fields),
-                probability=answer.probability,
-                prediction=answer.prediction,
-                risk_level=answer.risk_level,
+                customer_id=customer_id or echoed_id,
+                model_version=version or "unknown",
+                features=dict(zip(fields, values, strict=True)),
+                probability=probability,
+                prediction=prediction,
+                risk_level=risk_level,
                 predicted_at=predicted_at,
-                source=request.event.source,
+                source=request.source,
             )
         )
     return rows
+
+
+def pairs(request: Half, response: Half) -> bool:
+    """Whether a response can answer a request: as many rows, and the same customer ids where both
+    halves name one (the transformer echoes the ids it was sent)."""
+    if request.rows != response.rows:
+        return False
+    return all(
+        a is None or b is None or a == b
+        for a, b in zip(request.customer_ids(), response.customer_ids(), strict=True)
+    )
+
+
+@dataclass
+class _Waiting:
+    arrived: float
+    half: Half
 
 
 class PendingJoin:
@@ -104,55 +121,101 @@ class PendingJoin:
         fields: Sequence[str],
         *,
         max_pending: int,
+        max_bytes: int,
         ttl_seconds: float,
-        remember_joined: int = 50_000,
+        recent: RecentKeys,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.fields = tuple(fields)
         self.max_pending = max_pending
+        self.max_bytes = max_bytes
         self.ttl = ttl_seconds
+        self.recent = recent
+        self.bytes = 0
         self._clock = clock
-        self._pending: OrderedDict[str, tuple[float, Half]] = OrderedDict()
-        self._joined: OrderedDict[str, None] = OrderedDict()
-        self._remember = remember_joined
+        self._sequence = 0
+        self._waiting: OrderedDict[int, _Waiting] = OrderedDict()  # oldest first
+        self._calls: dict[tuple[str, str], list[int]] = {}
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._waiting)
 
     def add(self, half: Half, received_at: datetime) -> JoinOutcome:
-        event_id = half.event.id
-        if event_id in self._joined:
+        """Pair `half` with a waiting one, or keep it waiting; EventError 422 when the halves waiting
+        under its id cannot be its partners, 413 when it alone is larger than the whole bound."""
+        if half.key in self.recent:
             return JoinOutcome("duplicate", [])
-        waiting = self._pending.get(event_id)
-        if waiting is not None and waiting[1].event.kind != half.event.kind:
-            del self._pending[event_id]
-            other = waiting[1]
-            request, response = (half, other) if half.event.kind == "request" else (other, half)
-            self._remember_joined(event_id)
-            return JoinOutcome("joined", join_pair(request, response, self.fields, received_at))
-        if waiting is not None:
-            # Same half again (re-delivery or a reused Ce-Id): keep the newest, as one pending entry.
-            del self._pending[event_id]
-        self._pending[event_id] = (self._clock(), half)
-        evicted = 0
-        while len(self._pending) > self.max_pending:
-            self._pending.popitem(last=False)
-            evicted += 1
-        return JoinOutcome("pending", [], evicted)
+        partner = self._partner(half)
+        if partner is not None:
+            other = self._remove(partner)
+            request, response = (half, other) if half.kind == "request" else (other, half)
+            predictions = join_pair(request, response, self.fields, received_at)
+            self.recent.add(other.key)
+            self.recent.add(half.key)
+            return JoinOutcome("joined", predictions)
+        if half.size > self.max_bytes:
+            raise EventError(
+                f"a {half.kind} of {half.rows} customers holds about {half.size} bytes; the join holds "
+                f"at most {self.max_bytes}",
+                status=413,
+                code="event_too_large_to_join",
+            )
+        self._insert(half)
+        return JoinOutcome("pending", [], self._evict())
 
     def expire(self) -> list[Half]:
         """Drop halves older than the TTL; returns them (a request whose call failed ends here)."""
         deadline = self._clock() - self.ttl
         expired = []
-        while self._pending:
-            event_id, (arrived, half) = next(iter(self._pending.items()))
-            if arrived > deadline:
+        while self._waiting:
+            sequence, waiting = next(iter(self._waiting.items()))
+            if waiting.arrived > deadline:
                 break
-            del self._pending[event_id]
-            expired.append(half)
+            expired.append(self._remove(sequence))
         return expired
 
-    def _remember_joined(self, event_id: str) -> None:
-        self._joined[event_id] = None
-        while len(self._joined) > self._remember:
-            self._joined.popitem(last=False)
+    def drain(self) -> list[Half]:
+        """Every waiting half, removed (at shutdown: they can no longer be joined)."""
+        return [self._remove(sequence) for sequence in list(self._waiting)]
+
+    def _partner(self, half: Half) -> int | None:
+        others = [s for s in self._calls.get(half.call, ()) if self._waiting[s].half.kind != half.kind]
+        for sequence in others:
+            candidate = self._waiting[sequence].half
+            request, response = (half, candidate) if half.kind == "request" else (candidate, half)
+            if pairs(request, response):
+                return sequence
+        if others:
+            # No waiting half fits: this one is refused, and the waiting ones keep waiting for theirs.
+            oldest = self._waiting[others[0]].half
+            request, response = (half, oldest) if half.kind == "request" else (oldest, half)
+            raise EventError(
+                f"event {quoted(half.event_id)}: request has {request.rows} customers but response "
+                f"{response.rows} answers, or other customer ids",
+                status=422,
+            )
+        return None
+
+    def _insert(self, half: Half) -> None:
+        self._sequence += 1
+        self._waiting[self._sequence] = _Waiting(self._clock(), half)
+        self._calls.setdefault(half.call, []).append(self._sequence)
+        self.bytes += half.size
+        self.recent.add(half.key)
+
+    def _remove(self, sequence: int) -> Half:
+        half = self._waiting.pop(sequence).half
+        same_call = self._calls[half.call]
+        same_call.remove(sequence)
+        if not same_call:
+            del self._calls[half.call]
+        self.bytes -= half.size
+        # Forgotten, so that a re-delivery of an evicted or expired half can still be joined.
+        self.recent.discard(half.key)
+        return half
+
+    def _evict(self) -> list[Half]:
+        evicted = []
+        while self._waiting and (len(self._waiting) > self.max_pending or self.bytes > self.max_bytes):
+            evicted.append(self._remove(next(iter(self._waiting))))
+        return evicted

@@ -141,6 +141,56 @@ class DetectorMetrics:
             registry=r,
         )
 
+        self._add_boundary_metrics(r)
+
+    def _add_boundary_metrics(self, r: CollectorRegistry) -> None:
+        """What the detector refuses, drops and holds in bytes (its side of the security boundary)."""
+        self.refusals = Counter(
+            "churn_detector_refusals",
+            "4xx/5xx answers of the detector, by route and stable error code (the error body's `code`)",
+            ["route", "code"],
+            registry=r,
+        )
+        self.unpaired = Counter(
+            "churn_payload_unpaired_halves",
+            "Event halves dropped without their other half, by CloudEvent type and reason (expired, "
+            "evicted, shutdown); a response expiring unpaired is a call whose request never arrived",
+            ["type", "reason"],
+            registry=r,
+        )
+        self.pending_bytes = Gauge(
+            "churn_payload_pending_bytes", "Estimated bytes held by halves waiting for a join", registry=r
+        )
+        self.inflight_bytes = Gauge(
+            "churn_detector_inflight_bytes", "Bytes of request bodies reserved for reading now", registry=r
+        )
+        self.store_dropped = Counter(
+            "churn_store_dropped_rows",
+            "Logged predictions dropped before reaching the store, by reason (spill_full, "
+            "rejected_spill_full, corrupt_spill_line)",
+            ["reason"],
+            registry=r,
+        )
+        self.store_queue_bytes = Gauge(
+            "churn_store_queue_bytes", "Bytes of rows queued in memory for the store", registry=r
+        )
+        self.store_spill_bytes = Gauge(
+            "churn_store_spill_bytes", "Bytes on disk in the spill directory", registry=r
+        )
+        self.store_spill_max_bytes = Gauge(
+            "churn_store_spill_max_bytes",
+            "Bound of the spill directory (CHURNOPS_DETECTOR_STORE_SPILL_MAX_BYTES)",
+            registry=r,
+        )
+        self.spilled_at_start = Gauge(
+            "churn_store_spilled_rows_at_start",
+            "Rows a previous process left in the spill directory, found (and replayed) at start",
+            registry=r,
+        )
+        self.start_time = Gauge(
+            "churn_detector_start_time_seconds", "When this detector process started (Unix time)", registry=r
+        )
+
     def watch_store(
         self, backlog: Callable[[], float], spilled: Callable[[], float], up: Callable[[], float]
     ) -> None:

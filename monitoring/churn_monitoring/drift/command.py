@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,15 @@ def read_predictions(path: Path, rows: int) -> list[float]:
     return values
 
 
+@dataclass(frozen=True)
+class DriftOutputs:
+    """Where a drift run writes: the report on stdout as `table` or `json`, optional HTML and PNG files."""
+
+    output_format: str = "table"
+    html: Path | None = None
+    png: Path | None = None
+
+
 def run_drift(
     current: Path,
     *,
@@ -63,51 +73,96 @@ def run_drift(
     html: Path | None = None,
     png: Path | None = None,
 ) -> DriftReport:
-    from churn_core.artefact import reference_columns
-    from churn_core.data import CustomerReader, DataValidationError
-    from churn_monitoring.drift.backends import DriftBackendError
-    from churn_monitoring.drift.detector import options_from_settings
-    from churn_monitoring.settings import get_settings
-
+    """Test a customers file against the artefact's reference, in this process: the backend must be
+    importable here (`backend_importable`; the CLI runs the alibi backend in the detector's environment
+    otherwise, through `python -m churn_monitoring.drift`)."""
     if output_format not in ("table", "json"):
         raise DriftCommandError(f"--format must be table or json, not {output_format!r}")
     if predictions is not None and score:
         raise DriftCommandError("pass either --predictions or --score, not both")
     directory = verified_artefact(artefact)
+    detector = _detector(directory, backend)
+    window, batch = _window(detector, current)
+    probabilities: list[float] | None = None
+    if predictions is not None:
+        probabilities = read_predictions(predictions, len(batch))
+    elif score:
+        probabilities = _score(directory, detector, batch)
+    report = _test(detector, window, probabilities)
+    _write(report, detector, window, probabilities, DriftOutputs(output_format, html, png))
+    return report
+
+
+def backend_importable(backend: str) -> bool:
+    """Whether `backend` can run in this interpreter (alibi needs alibi-detect, numpy<2)."""
+    import importlib.util
+
+    return backend != "alibi" or importlib.util.find_spec("alibi_detect") is not None
+
+
+def configured_backend(backend: str | None) -> str:
+    from churn_monitoring.settings import get_settings
+
+    return backend or get_settings().drift_backend
+
+
+def _detector(directory: Path, backend: str | None) -> DriftDetector:
+    from churn_monitoring.drift.backends import DriftBackendError
+    from churn_monitoring.drift.detector import options_from_settings
+    from churn_monitoring.settings import get_settings
+
     options = options_from_settings(get_settings())
     if backend is not None:
         options["backend"] = backend
     try:
-        detector = DriftDetector.from_artefact(directory, **options)
+        return DriftDetector.from_artefact(directory, **options)
     except DriftBackendError as error:
         raise DriftCommandError(str(error)) from error
+
+
+def _window(detector: DriftDetector, current: Path) -> tuple[dict[str, list[Any]], Any]:
+    """The customers file in the detector's columnar form, and the batch it was read as."""
+    from churn_core.artefact import reference_columns
+    from churn_core.data import CustomerReader, DataValidationError
+
     try:
         customers = CustomerReader(detector.contract, require_target=False).read_all(current)
     except DataValidationError as error:
         raise DriftCommandError(str(error)) from error
-    window = reference_columns(detector.contract, customers.batch)
-    probabilities: list[float] | None = None
-    if predictions is not None:
-        probabilities = read_predictions(predictions, len(customers.batch))
-    elif score:
-        probabilities = _score(directory, detector, customers.batch)
+    return reference_columns(detector.contract, customers.batch), customers.batch
+
+
+def _test(
+    detector: DriftDetector, window: dict[str, list[Any]], probabilities: list[float] | None
+) -> DriftReport:
+    from churn_monitoring.drift.backends import DriftBackendError
+
     try:
-        report = detector.test(window, probabilities)
+        return detector.test(window, probabilities)
     except (ValueError, DriftBackendError) as error:
         raise DriftCommandError(str(error)) from error
-    if output_format == "json":
+
+
+def _write(
+    report: DriftReport,
+    detector: DriftDetector,
+    window: dict[str, list[Any]],
+    probabilities: list[float] | None,
+    outputs: DriftOutputs,
+) -> None:
+    if outputs.output_format == "json":
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print_report(report)
-    if html is not None or png is not None:
-        from churn_monitoring.drift.report import write_html, write_summary_png
+    if outputs.html is None and outputs.png is None:
+        return
+    from churn_monitoring.drift.report import write_html, write_summary_png
 
-        samples = detector.samples(window, probabilities)
-        if html is not None:
-            console.print(f"wrote {write_html(report, samples, html)}")
-        if png is not None:
-            console.print(f"wrote {write_summary_png(report, samples, png)}")
-    return report
+    samples = detector.samples(window, probabilities)
+    if outputs.html is not None:
+        console.print(f"wrote {write_html(report, samples, outputs.html)}")
+    if outputs.png is not None:
+        console.print(f"wrote {write_summary_png(report, samples, outputs.png)}")
 
 
 def _score(directory: Path, detector: DriftDetector, batch: Any) -> list[float]:

@@ -8,41 +8,36 @@ Routes:
 - `GET /performance`: realised and estimated (CBPE) live performance per model version.
 - `GET /reports/drift` (list), `/reports/drift/latest`, `/reports/drift/{id}` (HTML), `.../{id}.json`.
 - `GET /metrics` (Prometheus), `GET /healthz` (liveness), `GET /readyz` (readiness).
+
+In the cluster the mesh decides who may call what (manifests/istio): `/events` only the churn pods,
+`/feedback` and `/reports/*` through the authorizer (scopes `feedback` and `admin`). This app bounds what
+any caller can make it hold: bodies counted while read (`service.limits`), JSON shape checked before
+parsing, one error body for every refusal (`service.errors`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from churn_monitoring.events import EventError
-from churn_monitoring.feedback import FeedbackError, parse_labels
+from churn_core.errors import quoted
+from churn_monitoring.feedback import parse_labels
 from churn_monitoring.metrics import DetectorMetrics
-from churn_monitoring.service.core import DetectorService, StoredReport
+from churn_monitoring.service.core import MAX_REPORTS, DetectorService, StoredReport
+from churn_monitoring.service.errors import install_error_handlers, route_label
+from churn_monitoring.service.limits import ByteBudget, Refusal, check_json_shape, declared_length, read_body
 from churn_monitoring.settings import DetectorSettings
 
-ROUTES = ("/events", "/feedback", "/performance", "/metrics", "/healthz", "/readyz", "/reports")
-
-
-def _problem(status: int, message: str | list[str]) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": message})
-
-
-def _route_label(path: str) -> str:
-    if path == "/":
-        return "/events"
-    for route in ROUTES:
-        if path == route or path.startswith(route + "/"):
-            return route
-    return "other"
+REPORT_ID = re.compile(r"(latest|[0-9]{1,9})(\.json)?")
 
 
 class RequestCounter:
@@ -68,15 +63,10 @@ class RequestCounter:
         try:
             await self.app(scope, receive, record_status)
         finally:
-            self.metrics.requests.labels(_route_label(scope["path"]), f"{status // 100}xx").inc()
+            self.metrics.requests.labels(route_label(scope["path"]), f"{status // 100}xx").inc()
 
 
-def create_app(settings: DetectorSettings, *, service: DetectorService | None = None) -> FastAPI:
-    """The ASGI app; `service` lets tests hand in one built with a stub detector or another engine."""
-    # httpx logs every request's URL at INFO; the Slack webhook URL is a secret, so only its warnings pass.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    detector = service or DetectorService(settings)
-
+def _lifespan(detector: DetectorService) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await detector.start()
@@ -85,41 +75,78 @@ def create_app(settings: DetectorSettings, *, service: DetectorService | None = 
         finally:
             await detector.stop()
 
-    app = FastAPI(title="ChurnOps drift detector", lifespan=lifespan, docs_url=None, redoc_url=None)
+    return lifespan
+
+
+def create_app(settings: DetectorSettings, *, service: DetectorService | None = None) -> FastAPI:
+    """The ASGI app; `service` lets tests hand in one built with a stub detector or another engine."""
+    # httpx logs every request's URL at INFO; the Slack webhook URL is a secret, so only its warnings pass.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    detector = service or DetectorService(settings)
+    budget = ByteBudget(settings.inflight_max_bytes, settings.inflight_wait_seconds)
+    detector.metrics.inflight_bytes.set_function(lambda: float(budget.used))
+    app = FastAPI(
+        title="ChurnOps drift detector",
+        lifespan=_lifespan(detector),
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.detector = detector
-
+    app.state.refusals = detector.metrics.refusals
+    install_error_handlers(app)
     app.add_middleware(RequestCounter, metrics=detector.metrics)
+    _event_routes(app, detector, settings, budget)
+    _feedback_routes(app, detector, settings, budget)
+    _report_routes(app, detector)
+    _status_routes(app, detector, settings)
+    return app
 
+
+def _reservation(request: Request, cap: int) -> int:
+    """Bytes a request reserves before its body is read: what it declares, else the route's cap."""
+    declared = declared_length(request)
+    return cap if declared is None else min(declared, cap)
+
+
+def _event_routes(
+    app: FastAPI, detector: DetectorService, settings: DetectorSettings, budget: ByteBudget
+) -> None:
     async def receive(request: Request) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_event_bytes:
-            return _problem(413, f"event body of {length} bytes is larger than {settings.max_event_bytes}")
-        body = await request.body()
-        if len(body) > settings.max_event_bytes:
-            return _problem(413, f"event body is larger than {settings.max_event_bytes} bytes")
-        try:
+        async with budget.reserve(_reservation(request, settings.max_event_bytes)):
+            body = await read_body(request, settings.max_event_bytes, "event body")
             result = await detector.receive(request.headers, body)
-        except EventError as error:
-            return _problem(error.status, str(error))
         return JSONResponse({"status": result.status, "rows": result.rows})
 
     app.add_api_route("/", receive, methods=["POST"], include_in_schema=False)
     app.add_api_route("/events", receive, methods=["POST"])
 
+
+def _json_document(body: bytes, settings: DetectorSettings, what: str) -> Any:
+    check_json_shape(body, max_depth=settings.max_json_depth, max_values=settings.max_json_values, what=what)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise Refusal(400, "invalid_json", f"{what} is not valid JSON: {error}") from error
+
+
+def _feedback_routes(
+    app: FastAPI, detector: DetectorService, settings: DetectorSettings, budget: ByteBudget
+) -> None:
     @app.post("/feedback")
     async def feedback(request: Request) -> Response:
-        try:
-            document = json.loads(await request.body())
-        except ValueError as error:
-            return _problem(400, f"body is not valid JSON: {error}")
-        try:
-            labels = parse_labels(document)
-        except FeedbackError as error:
-            return _problem(422, error.problems)
+        async with budget.reserve(_reservation(request, settings.max_feedback_bytes)):
+            body = await read_body(request, settings.max_feedback_bytes, "feedback body")
+            labels = parse_labels(_json_document(body, settings, "body"))
         try:
             result = await detector.feedback(labels)
         except Exception as error:
-            return _problem(503, f"prediction store unavailable ({type(error).__name__}); send again later")
+            raise Refusal(
+                503,
+                "store_unavailable",
+                f"prediction store unavailable ({type(error).__name__}); send again later",
+                retry_after=30,
+            ) from error
         return JSONResponse(result.to_dict())
 
     @app.get("/performance")
@@ -127,7 +154,9 @@ def create_app(settings: DetectorSettings, *, service: DetectorService | None = 
         try:
             items = await detector.refresh_performance()
         except Exception as error:
-            return _problem(503, f"prediction store unavailable ({type(error).__name__})")
+            raise Refusal(
+                503, "store_unavailable", f"prediction store unavailable ({type(error).__name__})"
+            ) from error
         return JSONResponse(
             {
                 "window_days": settings.performance_window_days,
@@ -138,37 +167,47 @@ def create_app(settings: DetectorSettings, *, service: DetectorService | None = 
             }
         )
 
+
+def _report_summary(detector: DetectorService, report: StoredReport) -> dict[str, Any]:
+    return {
+        "id": report.id,
+        "window": report.window.number,
+        "created_at": report.created_at.isoformat(),
+        "dataset_drift": bool(report.report.dataset_drift),
+        "drifted": [f.feature for f in report.report.drifted()],
+        "url": detector.report_url(report.id),
+    }
+
+
+def _find_report(detector: DetectorService, report_id: str) -> StoredReport | None:
+    if report_id == "latest":
+        return next(reversed(detector.reports.values()), None)
+    return detector.reports.get(int(report_id))
+
+
+def _report_routes(app: FastAPI, detector: DetectorService) -> None:
     @app.get("/reports/drift")
     async def list_reports() -> Response:
-        return JSONResponse(
-            [
-                {
-                    "id": r.id,
-                    "window": r.window.number,
-                    "created_at": r.created_at.isoformat(),
-                    "dataset_drift": bool(r.report.dataset_drift),
-                    "drifted": [f.feature for f in r.report.drifted()],
-                    "url": detector.report_url(r.id),
-                }
-                for r in reversed(detector.reports.values())
-            ]
-        )
-
-    def _find(report_id: str) -> StoredReport | None:
-        if report_id == "latest":
-            return next(reversed(detector.reports.values()), None)
-        return detector.reports.get(int(report_id)) if report_id.isdigit() else None
+        return JSONResponse([_report_summary(detector, r) for r in reversed(detector.reports.values())])
 
     @app.get("/reports/drift/{report_id}")
     async def report(report_id: str) -> Response:
-        as_json = report_id.endswith(".json")
-        found = _find(report_id.removesuffix(".json"))
-        if found is None:
-            return _problem(404, f"no drift report {report_id!r} (reports are kept in memory, last {100})")
-        if as_json:
+        # Matched here, not by a typed path parameter: anything else (`²`, 5,000 digits) is a plain 404.
+        match = REPORT_ID.fullmatch(report_id)
+        found = _find_report(detector, match.group(1)) if match else None
+        if match is None or found is None:
+            raise Refusal(
+                404,
+                "report_not_found",
+                f"no drift report {quoted(report_id)}: ids are 'latest' or a number, '.json' for JSON "
+                f"(the last {MAX_REPORTS} are kept in memory)",
+            )
+        if match.group(2):
             return JSONResponse(found.to_dict())
         return HTMLResponse(await detector.report_html(found))
 
+
+def _status_routes(app: FastAPI, detector: DetectorService, settings: DetectorSettings) -> None:
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(detector.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -181,6 +220,8 @@ def create_app(settings: DetectorSettings, *, service: DetectorService | None = 
     async def readyz() -> Response:
         # Ready means events can be taken: a database outage does not make the service unready (rows are
         # kept and written later), so it is reported here but does not fail the probe.
+        if not detector.started:
+            raise Refusal(503, "not_ready", "the detector is starting or stopping")
         body: dict[str, Any] = {
             "ready": detector.started,
             "drift_detector": detector.detector is not None,
@@ -190,10 +231,11 @@ def create_app(settings: DetectorSettings, *, service: DetectorService | None = 
                 "schema_ready": detector.writer.schema_ready,
                 "backlog_rows": detector.writer.backlog,
                 "spilled_rows": detector.writer.spilled_rows,
+                "spill_bytes": detector.writer.spill_bytes,
+                "spill_max_bytes": settings.store_spill_max_bytes,
             },
             "pending_halves": len(detector.join),
+            "pending_bytes": detector.join.bytes,
             "window_buffered": len(detector.windows),
         }
-        return JSONResponse(body, status_code=200 if detector.started else 503)
-
-    return app
+        return JSONResponse(body)

@@ -23,13 +23,18 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import Engine
 
-from churn_core.contract import TELCO_FIELDS, FeatureContract
+from churn_core.contract import FeatureContract, telco_contract
 from churn_monitoring.alerts import SlackNotifier, drift_message, performance_message, webhook_url
-from churn_monitoring.events import EventError, PayloadEvent, parse_event, parse_request, parse_response
+from churn_monitoring.events import EventError
 from churn_monitoring.feedback import FeedbackResult, Label, record_labels
-from churn_monitoring.join import Half, LoggedPrediction, PendingJoin
+from churn_monitoring.halves import Compactor, Half
+from churn_monitoring.join import JoinOutcome, LoggedPrediction, PendingJoin
+from churn_monitoring.labels import LabelValues
 from churn_monitoring.metrics import DetectorMetrics
 from churn_monitoring.performance import VersionPerformance, live_performance
+from churn_monitoring.recent import RecentKeys
+from churn_monitoring.service.intake import JsonLimits, take_event
+from churn_monitoring.service.limits import Refusal
 from churn_monitoring.settings import DetectorSettings
 from churn_monitoring.store.database import create_store_engine, database_url
 from churn_monitoring.store.writer import PredictionWriter
@@ -41,8 +46,12 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 MAX_REPORTS = 50
+MAX_CACHED_HTML = 5
 MAX_QUEUED_WINDOWS = 20
 TICK_SECONDS = 1.0
+# Events up to this size are parsed on the event loop (well under a millisecond: a thread hop would cost
+# more); larger ones on the intake thread, one at a time, so they never stall the loop.
+INLINE_BYTES = 64 * 1024
 
 
 @dataclass
@@ -85,29 +94,27 @@ class DetectorService:
         self.contract: FeatureContract | None = None
         if settings.model_dir is not None:
             self.contract = FeatureContract.load(settings.model_dir)
-        fields = self.contract.field_names if self.contract else tuple(f.name for f in TELCO_FIELDS)
-        self.fields = fields
+        contract = self.contract or telco_contract()
+        self.fields = contract.field_names
+        self.compactor = Compactor(contract, settings.known_versions)
+        self.labels = LabelValues(
+            (contract.model.version, *settings.known_versions), (b.level for b in contract.risk_bands)
+        )
+        self.json_limits = JsonLimits(settings.max_json_depth, settings.max_json_values)
         self.engine = engine or create_store_engine(database_url(settings))
-        spill_dir = settings.store_spill_dir or settings.home / "spill"
-        self.writer = PredictionWriter(
-            self.engine,
-            Path(spill_dir),
-            batch_rows=settings.store_batch_rows,
-            flush_seconds=settings.store_flush_seconds,
-            memory_rows=settings.store_memory_rows,
-            retry_max_seconds=settings.store_retry_max_seconds,
-            on_batch=self._count_written,
-        )
-        self.metrics.watch_store(
-            lambda: float(self.writer.backlog),
-            lambda: float(self.writer.spilled_rows),
-            lambda: 1.0 if self.writer.healthy else 0.0,
-        )
+        self.writer = self._build_writer(settings)
         self.join = PendingJoin(
-            fields, max_pending=settings.join_max_pending, ttl_seconds=settings.join_ttl_seconds
+            self.fields,
+            max_pending=settings.join_max_pending,
+            max_bytes=settings.join_max_bytes,
+            ttl_seconds=settings.join_ttl_seconds,
+            recent=RecentKeys(ttl_seconds=settings.dedupe_ttl_seconds, max_keys=settings.dedupe_max_keys),
         )
+        # Read when scraped (on the event loop, like every change to the join): nothing per event.
+        self.metrics.pending.set_function(lambda: float(len(self.join)))
+        self.metrics.pending_bytes.set_function(lambda: float(self.join.bytes))
         self.windows = WindowBuffer(
-            fields,
+            self.fields,
             size=settings.window_size,
             min_size=settings.window_min_size,
             max_age_seconds=settings.window_max_age_seconds,
@@ -125,10 +132,41 @@ class DetectorService:
         self.performance: list[VersionPerformance] = []
         self.performance_at: datetime | None = None
         self._drift_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drift")
+        # One thread parses events: large events never stall the event loop, and one parse at a time
+        # bounds the memory parsing needs.
+        self._intake_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake")
         self._windows: asyncio.Queue[Window] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_performance = 0.0
         self.started = False
+
+    def _build_writer(self, settings: DetectorSettings) -> PredictionWriter:
+        spill_dir = settings.store_spill_dir or settings.home / "spill"
+        writer = PredictionWriter(
+            self.engine,
+            Path(spill_dir),
+            batch_rows=settings.store_batch_rows,
+            flush_seconds=settings.store_flush_seconds,
+            memory_rows=settings.store_memory_rows,
+            memory_bytes=settings.store_memory_bytes,
+            spill_max_bytes=settings.store_spill_max_bytes,
+            retry_max_seconds=settings.store_retry_max_seconds,
+            on_batch=self._count_written,
+            on_drop=lambda reason, rows: self.metrics.store_dropped.labels(reason).inc(rows),
+        )
+        self.metrics.watch_store(
+            lambda: float(writer.backlog),
+            lambda: float(writer.spilled_rows),
+            lambda: 1.0 if writer.healthy else 0.0,
+        )
+        self.metrics.store_queue_bytes.set_function(lambda: float(writer.memory_bytes_held))
+        self.metrics.store_spill_bytes.set_function(lambda: float(writer.spill_bytes))
+        self.metrics.store_spill_max_bytes.set(settings.store_spill_max_bytes)
+        self.metrics.spilled_at_start.set(writer.spilled_rows)
+        self.metrics.start_time.set(time.time())
+        for reason in ("spill_full", "rejected_spill_full", "corrupt_spill_line"):
+            self.metrics.store_dropped.labels(reason)  # every series from the start: alerts see 0 first
+        return writer
 
     # --- lifecycle ---
 
@@ -170,53 +208,62 @@ class DetectorService:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._count_unpaired(self.join.drain(), "shutdown")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.writer.stop, 10.0)
+        self._intake_executor.shutdown(wait=True, cancel_futures=True)
         self._drift_executor.shutdown(wait=True, cancel_futures=True)
         self.engine.dispose()
 
     # --- receiving ---
 
     async def receive(self, headers: Mapping[str, str], body: bytes) -> ReceiveResult:
-        """Take one payload-log event; EventError (4xx) for anything that cannot be used."""
-        kind = "unknown"
+        """Take one payload-log event; EventError or Refusal (4xx) for anything that cannot be used."""
+        if len(body) <= INLINE_BYTES:
+            intake = take_event(headers, body, self.compactor, self.json_limits)
+        else:
+            loop = asyncio.get_running_loop()
+            intake = await loop.run_in_executor(
+                self._intake_executor, take_event, headers, body, self.compactor, self.json_limits
+            )
+        if intake.error is not None or intake.half is None:
+            self._count_rejected(intake.kind, intake.error)
+            raise intake.error or EventError("event could not be read")
         try:
-            event = parse_event(headers, body)
-            kind = event.kind
-            half = self._parse_half(event)
-            outcome = self.join.add(half, datetime.now(UTC))
+            outcome = self.join.add(intake.half, datetime.now(UTC))
         except EventError as error:
-            self.metrics.events.labels(kind, "rejected").inc()
-            if error.status == 422:
-                self.metrics.joins.labels("mismatch").inc()
+            self._count_rejected(intake.kind, error)
             raise
-        finally:
-            self.metrics.pending.set(len(self.join))
-        if outcome.evicted:
-            self.metrics.joins.labels("evicted").inc(outcome.evicted)
+        return self._joined(intake.kind, outcome)
+
+    def _joined(self, kind: str, outcome: JoinOutcome) -> ReceiveResult:
+        self._count_unpaired(outcome.evicted or [], "evicted")
         self.metrics.events.labels(kind, "duplicate" if outcome.status == "duplicate" else "accepted").inc()
         if outcome.status == "joined":
             self.metrics.joins.labels("joined").inc()
             self._accept(outcome.predictions)
         return ReceiveResult(outcome.status, len(outcome.predictions))
 
-    def _parse_half(self, event: PayloadEvent) -> Half:
-        try:
-            if event.kind == "request":
-                return Half(event, customers=parse_request(event))
-            return Half(event, answers=parse_response(event))
-        except EventError:
-            raise
-        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as error:
-            # A payload shaped in a way the parser did not foresee is still the sender's problem: 4xx.
-            raise EventError(
-                f"{event.kind} payload could not be read: {type(error).__name__}: {error}"
-            ) from error
+    def _count_rejected(self, kind: str, error: EventError | Refusal | None) -> None:
+        self.metrics.events.labels(kind, "rejected").inc()
+        if isinstance(error, EventError) and error.code == "pair_mismatch":
+            self.metrics.joins.labels("mismatch").inc()
+
+    def _count_unpaired(self, halves: list[Half], reason: str) -> None:
+        if not halves:
+            return
+        self.metrics.joins.labels("expired" if reason == "expired" else "evicted").inc(len(halves))
+        for half in halves:
+            self.metrics.unpaired.labels(half.kind, reason).inc()
+        if reason != "expired":
+            log.warning("payload_halves_dropped", reason=reason, halves=len(halves))
 
     def _accept(self, rows: list[LoggedPrediction]) -> None:
         self.writer.submit([row.to_record() for row in rows])
         for row in rows:
-            self.metrics.logged.labels(row.model_version, row.risk_level or "unknown").inc()
+            self.metrics.logged.labels(
+                self.labels.version(row.model_version), self.labels.risk_level(row.risk_level)
+            ).inc()
         for window in self.windows.add(rows):
             self._queue_window(window)
         self.metrics.window_buffer.set(len(self.windows))
@@ -299,10 +346,14 @@ class DetectorService:
 
     async def report_html(self, stored: StoredReport) -> str:
         """The drift engineer's HTML report (with plots of reference against window), rendered once per
-        report when first asked for, off the event loop (matplotlib takes a second or two)."""
+        report when first asked for, off the event loop (matplotlib takes a second or two). Only the last
+        MAX_CACHED_HTML pages are kept (a page with its plots is about a megabyte)."""
         if stored.html is None:
             loop = asyncio.get_running_loop()
             stored.html = await loop.run_in_executor(None, self._render, stored)
+            cached = [report for report in self.reports.values() if report.html is not None]
+            for report in cached[:-MAX_CACHED_HTML]:
+                report.html = None
         return stored.html
 
     def _render(self, stored: StoredReport) -> str:
@@ -334,10 +385,7 @@ class DetectorService:
                 log.exception("detector_tick_failed")
 
     async def tick(self) -> None:
-        expired = self.join.expire()
-        if expired:
-            self.metrics.joins.labels("expired").inc(len(expired))
-        self.metrics.pending.set(len(self.join))
+        self._count_unpaired(self.join.expire(), "expired")
         window = self.windows.due()
         if window is not None:
             self._queue_window(window)
@@ -361,20 +409,26 @@ class DetectorService:
         self.performance = performance
         self.performance_at = datetime.now(UTC)
         for item in performance:
-            version = item.model_version
-            if item.realised is not None:
-                self.metrics.f1.labels(version).set(item.realised.f1)
-                self.metrics.precision.labels(version).set(item.realised.precision)
-                self.metrics.recall.labels(version).set(item.realised.recall)
-                if item.realised.roc_auc is not None:
-                    self.metrics.roc_auc.labels(version).set(item.realised.roc_auc)
-                self.metrics.labelled.labels(version).set(item.realised.n)
-            if item.estimated is not None:
-                if item.estimated.f1 is not None:
-                    self.metrics.estimated_f1.labels(version).set(item.estimated.f1)
-                self.metrics.window_predictions.labels(version).set(item.estimated.n)
+            if self.labels.known(item.model_version):
+                self._export_performance(item)
             await self._alert_performance(item)
         return performance
+
+    def _export_performance(self, item: VersionPerformance) -> None:
+        """Gauges of one version; only known versions get series (labels.py: the store may hold rows of
+        any version a caller claimed, /performance lists them all)."""
+        version = item.model_version
+        if item.realised is not None:
+            self.metrics.f1.labels(version).set(item.realised.f1)
+            self.metrics.precision.labels(version).set(item.realised.precision)
+            self.metrics.recall.labels(version).set(item.realised.recall)
+            if item.realised.roc_auc is not None:
+                self.metrics.roc_auc.labels(version).set(item.realised.roc_auc)
+            self.metrics.labelled.labels(version).set(item.realised.n)
+        if item.estimated is not None:
+            if item.estimated.f1 is not None:
+                self.metrics.estimated_f1.labels(version).set(item.estimated.f1)
+            self.metrics.window_predictions.labels(version).set(item.estimated.n)
 
     async def _alert_performance(self, item: VersionPerformance) -> str | None:
         realised = item.realised

@@ -1,40 +1,39 @@
 """Writing logged predictions to the store off the receive path, without losing or duplicating any.
 
-The receiving handler only appends rows to a bounded in-memory queue (`submit`); one writer thread drains
-it in batches. When the database is unreachable the thread backs off and retries, the queue fills, and
-rows past its bound go to a spill file on disk (JSON lines) instead; once the database answers again the
-spill files are replayed, then the queue. Every insert skips rows whose (event_id, row_index) is already
+The receiving handler only appends rows, serialised to JSON lines at once, to an in-memory queue bounded
+in rows and in bytes (`submit`); one writer thread drains it in batches. When the database is unreachable
+the thread backs off and retries, the queue fills, and rows past its bound go to the spill directory on
+disk instead (`store.spill`, bounded in bytes too: rows past that bound are dropped and counted, which
+the `ChurnPredictionsDropped` alert watches). Once the database answers again the spill files are
+replayed a line at a time, then the queue. Every insert skips rows whose (event_id, row_index) is already
 stored, so a batch retried after a commit whose answer was lost, or a spill file replayed twice, is stored
-once. Rows the database refuses for what they are (not for being unreachable) go to a `rejected` file so
-that one bad row cannot block the queue. On shutdown whatever could not be written is spilled, and the next
-start replays it.
+once. Rows the database refuses for what they are (not for being unreachable) go to `rejected.jsonl` so
+that one bad row cannot block the queue; a spill line that is not a row (a torn write) is skipped and
+counted. On shutdown whatever could not be written is spilled, and the next start replays it.
 
 A library queue (Celery, a broker) would add a service to run; the work here is one thread and a file.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 
 from churn_monitoring.store.database import insert_predictions, upgrade
+from churn_monitoring.store.spill import REJECTED_FILE, SpillDirectory, read_lines
 
 log = structlog.get_logger(__name__)
 
-SPILL_FILE = "spill-current.jsonl"
-REPLAY_GLOB = "replay-*.jsonl"
-REJECTED_FILE = "rejected.jsonl"
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     sa_exc.OperationalError,
     sa_exc.InterfaceError,
@@ -43,6 +42,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
 )
+DROP_REASONS = ("spill_full", "rejected_spill_full", "corrupt_spill_line")
 
 
 @dataclass
@@ -53,12 +53,18 @@ class WriterStats:
     spilled: int = 0
     replayed: int = 0
     failures: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
 
 
 def _is_transient(error: BaseException) -> bool:
     if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
         return True
     return isinstance(error, TRANSIENT_ERRORS)
+
+
+def encode(record: Mapping[str, Any]) -> bytes:
+    """A row as one JSON line, as the queue and the spill files hold it."""
+    return orjson.dumps(record, default=str) + b"\n"
 
 
 class PredictionWriter:
@@ -72,30 +78,36 @@ class PredictionWriter:
         batch_rows: int = 500,
         flush_seconds: float = 0.5,
         memory_rows: int = 20_000,
+        memory_bytes: int = 32 << 20,
+        spill_max_bytes: int = 512 << 20,
         retry_max_seconds: float = 5.0,
         migrate: bool = True,
         on_batch: Callable[[int, int], None] | None = None,
+        on_drop: Callable[[str, int], None] | None = None,
     ) -> None:
         self.engine = engine
         self.spill_dir = spill_dir
         self.batch_rows = batch_rows
         self.flush_seconds = flush_seconds
         self.memory_rows = memory_rows
+        self.memory_bytes = memory_bytes
         self.retry_max = retry_max_seconds
         self.stats = WriterStats()
         self.healthy = False
         self.schema_ready = not migrate
         self._on_batch = on_batch
-        self._queue: deque[dict[str, Any]] = deque()
-        self._inflight: list[dict[str, Any]] = []
+        self._on_drop = on_drop
+        self._queue: deque[bytes] = deque()
+        self._inflight: list[bytes] = []
+        self._held_bytes = 0  # of the queue and the batch in flight
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._stopping = False
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._backoff = 0.0
-        spill_dir.mkdir(parents=True, exist_ok=True)
-        self._spilled_rows = sum(_count_lines(p) for p in self._spill_files(include_current=True))
+        self._spill = SpillDirectory(spill_dir, spill_max_bytes)
+        self._replay_at: tuple[Path, int] | None = None  # file being replayed and the offset reached
 
     # --- receive side (event loop) ---
 
@@ -103,24 +115,40 @@ class PredictionWriter:
         """Queue rows for writing; never waits for the database. Past the memory bound rows are spilled."""
         if not records:
             return
+        lines = [encode(record) for record in records]
         with self._lock:
-            room = max(self.memory_rows - len(self._queue) - len(self._inflight), 0)
-            self._queue.extend(dict(r) for r in records[:room])
-            overflow = records[room:]
-            if overflow:
-                self._spill(overflow)
+            taken = 0
+            rows_room = self.memory_rows - len(self._queue) - len(self._inflight)
+            while taken < len(lines) and taken < rows_room:
+                if self._held_bytes + len(lines[taken]) > self.memory_bytes:
+                    break
+                self._held_bytes += len(lines[taken])
+                taken += 1
+            self._queue.extend(lines[:taken])
+            if taken < len(lines):
+                self._spill_lines(lines[taken:])
             self._wake.notify()
 
     @property
     def backlog(self) -> int:
         """Rows received but not yet stored: queued, in the batch being written, and spilled to disk."""
         with self._lock:
-            return len(self._queue) + len(self._inflight) + self._spilled_rows
+            return len(self._queue) + len(self._inflight) + self._spill.rows
 
     @property
     def spilled_rows(self) -> int:
         with self._lock:
-            return self._spilled_rows
+            return self._spill.rows
+
+    @property
+    def spill_bytes(self) -> int:
+        with self._lock:
+            return self._spill.bytes
+
+    @property
+    def memory_bytes_held(self) -> int:
+        with self._lock:
+            return self._held_bytes
 
     # --- lifecycle ---
 
@@ -141,8 +169,9 @@ class PredictionWriter:
             leftover = [*self._inflight, *self._queue]
             self._inflight = []
             self._queue.clear()
+            self._held_bytes = 0
             if leftover:
-                self._spill(leftover, sync=True)
+                self._spill_lines(leftover, sync=True)
                 log.warning("store_rows_spilled_at_shutdown", rows=len(leftover))
 
     def wait_empty(self, timeout: float) -> bool:
@@ -161,18 +190,18 @@ class PredictionWriter:
                 if self._stopping:
                     return
             try:
-                if not self.schema_ready:
-                    upgrade(self.engine)
-                    self.schema_ready = True
-                    self._succeeded()
-                    log.info("store_schema_ready")
-                if self._replay_one():
-                    self._succeeded()
-                    continue
-                if self._write_queue():
-                    self._succeeded()
+                self._work_once()
             except Exception as error:
                 self._failed(error)
+
+    def _work_once(self) -> None:
+        if not self.schema_ready:
+            upgrade(self.engine)
+            self.schema_ready = True
+            self._succeeded()
+            log.info("store_schema_ready")
+        if self._replay_one() or self._write_queue():
+            self._succeeded()
 
     def _succeeded(self) -> None:
         if not self.healthy:
@@ -202,9 +231,10 @@ class PredictionWriter:
             batch = list(self._inflight)
         if not batch:
             return False
-        self._write(batch)
+        self._write([orjson.loads(line) for line in batch])
         with self._lock:
             self._inflight = []
+            self._held_bytes -= sum(len(line) for line in batch)
         return True
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
@@ -236,52 +266,68 @@ class PredictionWriter:
 
     def _reject(self, record: Mapping[str, Any], error: BaseException) -> None:
         self.stats.rejected += 1
-        line = json.dumps({"error": str(error).splitlines()[0][:300], "record": record}, default=str)
-        with (self.spill_dir / REJECTED_FILE).open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+        line = encode({"error": str(error).splitlines()[0][:300], "record": record})
+        with self._lock:
+            if not self._spill.append([line], name=REJECTED_FILE):
+                self._dropped("rejected_spill_full", 1)
 
     # --- spill files ---
 
-    def _spill_files(self, *, include_current: bool = False) -> list[Path]:
-        files = sorted(self.spill_dir.glob(REPLAY_GLOB))
-        current = self.spill_dir / SPILL_FILE
-        if include_current and current.exists():
-            files.append(current)
-        return files
+    def _spill_lines(self, lines: Sequence[bytes], *, sync: bool = False) -> None:
+        """Append rows to the spill file (caller holds the lock); rows past its bound are dropped."""
+        written = self._spill.append(lines, sync=sync)
+        self.stats.spilled += written
+        if written < len(lines):
+            self._dropped("spill_full", len(lines) - written)
 
-    def _spill(self, records: Sequence[Mapping[str, Any]], *, sync: bool = False) -> None:
-        """Append rows to the spill file (caller holds the lock). The receive path does not fsync: the
-        rows it would protect against a machine crash are no safer in the memory queue either; shutdown
-        does."""
-        with (self.spill_dir / SPILL_FILE).open("a", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(record, default=str) + "\n" for record in records)
-            handle.flush()
-            if sync:
-                os.fsync(handle.fileno())
-        self._spilled_rows += len(records)
-        self.stats.spilled += len(records)
+    def _dropped(self, reason: str, rows: int) -> None:
+        self.stats.dropped[reason] += rows
+        log.error("store_rows_dropped", reason=reason, rows=rows, spill_bytes=self._spill.bytes)
+        if self._on_drop is not None:
+            self._on_drop(reason, rows)
 
     def _replay_one(self) -> bool:
-        """Write one spill file to the database and delete it; False when there is none."""
+        """Replay one spill file to the database, a batch at a time, and delete it; False when there is
+        none. A failure mid-file propagates (the database went away) and the next call resumes at the
+        last batch written."""
         with self._lock:
-            current = self.spill_dir / SPILL_FILE
-            if current.exists():
-                current.rename(self.spill_dir / f"replay-{time.time_ns()}.jsonl")
-            files = self._spill_files()
-        if not files:
+            path = self._replay_at[0] if self._replay_at else self._spill.next_replay()
+        if path is None:
             return False
-        path = files[0]
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        for start in range(0, len(rows), self.batch_rows):
-            self._write(rows[start : start + self.batch_rows])
-        path.unlink()
+        offset = self._replay_at[1] if self._replay_at and self._replay_at[0] == path else 0
+        replayed = 0
+        batch: list[dict[str, Any]] = []
+        for line in read_lines(path, offset):
+            record = self._decode(line.data)
+            if record is not None:
+                batch.append(record)
+            if len(batch) >= self.batch_rows:
+                replayed += self._replay_batch(batch, path, line.end)
+                batch = []
+        replayed += self._replay_batch(batch, path, None)
         with self._lock:
-            self._spilled_rows = max(self._spilled_rows - len(rows), 0)
-        self.stats.replayed += len(rows)
-        log.info("store_spill_replayed", rows=len(rows), file=path.name)
+            self._spill.finished(path)
+            self._replay_at = None
+        log.info("store_spill_replayed", rows=replayed, file=path.name)
         return True
 
+    def _replay_batch(self, batch: list[dict[str, Any]], path: Path, end: int | None) -> int:
+        if batch:
+            self._write(batch)
+        with self._lock:
+            self._spill.rows = max(self._spill.rows - len(batch), 0)
+            self._replay_at = (path, end) if end is not None else None
+        self.stats.replayed += len(batch)
+        return len(batch)
 
-def _count_lines(path: Path) -> int:
-    with path.open("rb") as handle:
-        return sum(1 for line in handle if line.strip())
+    def _decode(self, data: bytes | None) -> dict[str, Any] | None:
+        try:
+            record = orjson.loads(data) if data is not None else None
+        except orjson.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            return record
+        with self._lock:
+            self._spill.rows = max(self._spill.rows - 1, 0)
+            self._dropped("corrupt_spill_line", 1)
+        return None

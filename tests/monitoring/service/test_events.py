@@ -4,13 +4,17 @@ payloads exactly as the transformer writes them."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 
 import pytest
 from starlette.datastructures import Headers
 
+from churn_core.contract import telco_contract
 from churn_monitoring.events import EventError, parse_event, parse_request, parse_response
-from churn_monitoring.join import Half, PendingJoin
+from churn_monitoring.halves import Compactor, event_key
+from churn_monitoring.join import PendingJoin
+from churn_monitoring.recent import RecentKeys
 from churn_monitoring.windows import WindowBuffer
 from tests.monitoring.detector_support import (
     REQUEST_TYPE,
@@ -189,6 +193,8 @@ def test_binary_tensor_payload_is_refused_as_unsupported_media():
 
 
 def halves(event_id: str, n: int = 1):
+    """The join's halves of one logged call, made from the events exactly as the service makes them."""
+    compactor = Compactor(telco_contract())
     request = parse_event(
         Headers(kserve_headers(event_id, REQUEST_TYPE, time_text=AGENT_TIME)), v1_request([CUSTOMER] * n)
     )
@@ -196,8 +202,8 @@ def halves(event_id: str, n: int = 1):
         Headers(kserve_headers(event_id, RESPONSE_TYPE, time_text=AGENT_TIME)), v1_response([ANSWER] * n)
     )
     return (
-        Half(request, customers=parse_request(request)),
-        Half(response, answers=parse_response(response)),
+        compactor.request(request, event_key(request), parse_request(request)),
+        compactor.response(response, event_key(response), parse_response(response)),
     )
 
 
@@ -205,15 +211,31 @@ FIELDS = [k for k in CUSTOMER if k != "customerID"]
 NOW = datetime(2025, 11, 26, tzinfo=UTC)
 
 
+def pending_join(max_pending=10, ttl_seconds=60.0, clock=time.monotonic, max_bytes=1 << 30):
+    return PendingJoin(
+        FIELDS,
+        max_pending=max_pending,
+        max_bytes=max_bytes,
+        ttl_seconds=ttl_seconds,
+        recent=RecentKeys(ttl_seconds=600, max_keys=1000, clock=clock),
+        clock=clock,
+    )
+
+
+def ce_id(stored_id: str) -> str:
+    """The CloudEvent id a stored call id starts with (`<ce-id>~<digest of both halves>`)."""
+    return stored_id.rsplit("~", 1)[0]
+
+
 @pytest.mark.parametrize("response_first", [False, True])
 def test_join_pairs_halves_in_either_order(response_first):
-    join = PendingJoin(FIELDS, max_pending=10, ttl_seconds=60)
+    join = pending_join()
     request, response = halves("e1", n=2)
     first, second = (response, request) if response_first else (request, response)
     assert join.add(first, NOW).status == "pending"
     outcome = join.add(second, NOW)
     assert outcome.status == "joined"
-    assert [(p.event_id, p.row_index, p.customer_id) for p in outcome.predictions] == [
+    assert [(ce_id(p.event_id), p.row_index, p.customer_id) for p in outcome.predictions] == [
         ("e1", 0, "7590-VHVEG"),
         ("e1", 1, "7590-VHVEG"),
     ]
@@ -223,7 +245,7 @@ def test_join_pairs_halves_in_either_order(response_first):
 
 
 def test_redelivered_pair_is_reported_duplicate_not_joined_twice():
-    join = PendingJoin(FIELDS, max_pending=10, ttl_seconds=60)
+    join = pending_join()
     request, response = halves("e1")
     join.add(request, NOW)
     join.add(response, NOW)
@@ -232,7 +254,7 @@ def test_redelivered_pair_is_reported_duplicate_not_joined_twice():
 
 
 def test_mismatched_row_counts_are_refused_with_422():
-    join = PendingJoin(FIELDS, max_pending=10, ttl_seconds=60)
+    join = pending_join()
     request, _ = halves("e1", n=2)
     _, response = halves("e1", n=1)
     join.add(request, NOW)
@@ -243,10 +265,10 @@ def test_mismatched_row_counts_are_refused_with_422():
 
 def test_unanswered_request_expires_after_ttl_and_pending_is_bounded():
     clock = [0.0]
-    join = PendingJoin(FIELDS, max_pending=3, ttl_seconds=30, clock=lambda: clock[0])
+    join = pending_join(max_pending=3, ttl_seconds=30, clock=lambda: clock[0])
     for index in range(5):
         outcome = join.add(halves(f"r{index}")[0], NOW)
-    assert outcome.evicted == 1
+    assert len(outcome.evicted) == 1
     assert len(join) == 3
     clock[0] = 31.0
     assert len(join.expire()) == 3
@@ -256,7 +278,7 @@ def test_unanswered_request_expires_after_ttl_and_pending_is_bounded():
 def test_windows_close_by_size_and_by_age_once_large_enough():
     clock = [0.0]
     buffer = WindowBuffer(FIELDS, size=20, min_size=10, max_age_seconds=60, clock=lambda: clock[0])
-    join = PendingJoin(FIELDS, max_pending=10, ttl_seconds=60)
+    join = pending_join()
     request, response = halves("w", n=25)
     join.add(request, NOW)
     rows = join.add(response, NOW).predictions

@@ -4,6 +4,7 @@ receiver): events in, rows stored once, windows tested, drift alerted once per c
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -80,6 +81,7 @@ def test_logged_v1_call_is_stored_once_from_its_two_events(service, scorer, telc
     customers = sample_customers(telco_rows, 3, seed=1)
     answers = scorer.answers(customers)
     event_id = str(uuid.uuid4())
+    sent_at = datetime.now(UTC)
     first, second = post_call(
         client,
         "/",
@@ -87,16 +89,24 @@ def test_logged_v1_call_is_stored_once_from_its_two_events(service, scorer, telc
         v1_response(answers),
         event_id=event_id,
         response_first=response_first,
+        at=sent_at,
     )
     assert first.status_code == 200
     assert first.json() == {"status": "pending", "rows": 0}
     assert second.json() == {"status": "joined", "rows": 3}
-    # KServe re-sending the same pair stores nothing more.
-    again = post_call(client, "/events", v1_request(customers), v1_response(answers), event_id=event_id)
+    # The same pair delivered again (an HTTP retry: same headers, same bodies) stores nothing more.
+    again = post_call(
+        client, "/events", v1_request(customers), v1_response(answers), event_id=event_id, at=sent_at
+    )
     assert [r.json()["status"] for r in again] == ["duplicate", "duplicate"]
     drain(detector)
     rows = stored_rows(home)
-    assert [(r.event_id, r.row_index) for r in rows] == [(event_id, 0), (event_id, 1), (event_id, 2)]
+    # Stored under `<ce-id>~<digest of both events>`: calls that reuse a ce-id are stored apart.
+    assert [(r.event_id.rsplit("~", 1)[0], r.row_index) for r in rows] == [
+        (event_id, 0),
+        (event_id, 1),
+        (event_id, 2),
+    ]
     assert [r.customer_id for r in rows] == [c["customerID"] for c in customers]
     assert [r.probability for r in rows] == pytest.approx([a["churn_probability"] for a in answers])
     assert rows[0].model_version == scorer.version

@@ -12,6 +12,7 @@ import random
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -74,6 +75,7 @@ def test_thirty_second_database_outage_loses_and_duplicates_nothing(tmp_path, ar
                         started = time.monotonic()
                         request, response, rows = random.choice(pool)
                         event_id = str(uuid.uuid4())
+                        sent_at = datetime.now(UTC)
                         replies = post_call(
                             client,
                             f"{detector.url}/",
@@ -81,12 +83,13 @@ def test_thirty_second_database_outage_loses_and_duplicates_nothing(tmp_path, ar
                             response,
                             event_id=event_id,
                             response_first=random.random() < 0.3,
+                            at=sent_at,
                         )
                         statuses.extend(r.status_code for r in replies)
                         sent[event_id] = rows
-                        if random.random() < 0.05:  # KServe re-delivering a pair
+                        if random.random() < 0.05:  # a pair delivered again (same headers, same bodies)
                             replies = post_call(
-                                client, f"{detector.url}/", request, response, event_id=event_id
+                                client, f"{detector.url}/", request, response, event_id=event_id, at=sent_at
                             )
                             statuses.extend(r.status_code for r in replies)
                         time.sleep(max(0.0, 1 / CALLS_PER_SECOND - (time.monotonic() - started)))
@@ -118,11 +121,13 @@ def test_thirty_second_database_outage_loses_and_duplicates_nothing(tmp_path, ar
         engine = create_engine(url)
         with engine.connect() as connection:
             total = connection.execute(select(func.count()).select_from(predictions)).scalar_one()
-            per_event = dict(
-                connection.execute(
+            # Stored as `<ce-id>~<digest of both events>`: one call per ce-id here.
+            per_event = {
+                stored.rsplit("~", 1)[0]: rows
+                for stored, rows in connection.execute(
                     select(predictions.c.event_id, func.count()).group_by(predictions.c.event_id)
                 ).all()
-            )
+            }
         engine.dispose()
         print(
             f"outage {observed['outage_seconds']:.1f} s, calls {len(sent)}, rows {expected_rows}, "
