@@ -54,7 +54,7 @@ def test_rules_pass_promtool_check(tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 10 rules found" in result.stdout
+    assert "SUCCESS: 12 rules found" in result.stdout
 
 
 def test_rule_unit_tests_pass(tmp_path):
