@@ -8,6 +8,10 @@ VENV := .venv
 PREDICTOR_VENV := .venv-predictor
 DRIFT_VENV := .venv-drift
 TOOLS_VENV := .venv-tools
+EVIDENTLY_VENV := .venv-evidently
+# Evidently, only for the drift benchmark's side-by-side comparison (scripts/bench_drift.py); never a
+# dependency of ChurnOps.
+EVIDENTLY := evidently==0.7.23
 PIP := --disable-pip-version-check --quiet
 export CHURNOPS_STACK_PREDICTOR_PYTHON ?= $(CURDIR)/$(PREDICTOR_VENV)/bin/python
 export CHURNOPS_STACK_DETECTOR_PYTHON ?= $(CURDIR)/$(DRIFT_VENV)/bin/python
@@ -48,6 +52,15 @@ $(TOOLS_VENV)/.installed: Makefile
 	$(TOOLS_VENV)/bin/pip install $(PIP) $(TOOLS)
 	touch $@
 
+$(EVIDENTLY_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(EVIDENTLY_VENV)
+	$(EVIDENTLY_VENV)/bin/pip install $(PIP) --upgrade pip
+	$(EVIDENTLY_VENV)/bin/pip install $(PIP) $(EVIDENTLY)
+	touch $@
+
+.PHONY: evidently
+evidently: $(EVIDENTLY_VENV)/.installed  ## Evidently in its own venv, for `make bench-drift`'s comparison
+
 .PHONY: install
 install: $(VENV)/.installed $(PREDICTOR_VENV)/.installed $(DRIFT_VENV)/.installed $(TOOLS_VENV)/.installed  ## create the environments
 
@@ -82,6 +95,10 @@ test: install system-tools lint docs  ## the whole suite: lint, types, docs, uni
 bench: install  ## latency/throughput benchmark of the serving path (wrk, 32 connections)
 	$(VENV)/bin/python scripts/bench_serving.py
 
+.PHONY: bench-drift
+bench-drift: $(VENV)/.installed evidently  ## drift detection rates per shift and window size, beside Evidently's
+	$(VENV)/bin/python scripts/bench_drift.py --chart docs/images/drift-detection-rate.png
+
 .PHONY: clean
 clean:  ## remove environments and local state
-	rm -rf $(VENV) $(PREDICTOR_VENV) $(DRIFT_VENV) $(TOOLS_VENV) .churnops .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(PREDICTOR_VENV) $(DRIFT_VENV) $(TOOLS_VENV) $(EVIDENTLY_VENV) .churnops .mypy_cache .ruff_cache .pytest_cache

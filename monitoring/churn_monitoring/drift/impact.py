@@ -147,11 +147,13 @@ def minimal_move_weights(
 
 def quantile_mapped(reference: FloatArray, current: FloatArray) -> FloatArray:
     """Each reference value replaced by the current value at the same quantile (ordinal ranks, so a tied
-    block of reference values spreads over the current quantiles it covers)."""
+    block of reference values spreads over the current quantiles it covers). The step quantile function
+    ("inverted_cdf") keeps values to those the window has, and maps a sample onto itself exactly."""
     order = np.argsort(reference, kind="stable")
     ranks = np.empty(len(reference), dtype=np.float64)
     ranks[order] = np.arange(len(reference), dtype=np.float64)
-    return np.asarray(np.quantile(current, (ranks + 0.5) / len(reference)), dtype=np.float64)
+    quantiles = (ranks + 0.5) / len(reference)
+    return np.asarray(np.quantile(current, quantiles, method="inverted_cdf"), dtype=np.float64)
 
 
 class ImpactModel:

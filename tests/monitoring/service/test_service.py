@@ -207,7 +207,7 @@ def test_drifted_window_posts_one_slack_alert_per_cooldown(service, scorer, telc
     blocks = {block["type"]: block for block in message["blocks"]}
     body = message["blocks"][1]["text"]["text"]
     assert "p-value" in body
-    assert "psi" in body
+    assert "tvd" in body
     assert "statistic" in body
     context = blocks["context"]["elements"][0]["text"]
     assert f"{WINDOW} customers" in context
