@@ -15,8 +15,10 @@ Evidently (its default DataDriftPreset: per-column tests chosen by type and wind
 thresholds) runs the very same windows in a separate environment, `.venv-evidently` (`make evidently`);
 it is never a dependency of ChurnOps. Without that environment its columns read "-".
 
-    .venv/bin/python scripts/bench_drift.py                      # 30 windows per cell, ~10-20 minutes
+    .venv/bin/python scripts/bench_drift.py                      # 20 windows per cell, ~30-40 minutes
     .venv/bin/python scripts/bench_drift.py --windows 3 --sizes 500   # a smoke run
+    .venv/bin/python scripts/bench_drift.py --cases "no change" --windows 200 --fields-only --skip-evidently
+                                                                 # false alarms over many quiet windows
     make bench-drift                                             # + Evidently and the chart
 
 Prints one table (rates per case and window size), the wall time, and writes --json / --chart if asked.
@@ -125,14 +127,18 @@ class Scorer:
         return np.asarray(predict_churn(self.model, rows), dtype=np.float64)
 
 
-def run_churnops(cell: Cell, columns: Columns, detector: Any, score: Scorer, windows: int, seed: int) -> None:
+def run_churnops(
+    cell: Cell, columns: Columns, detector: Any, score: Scorer | None, windows: int, seed: int
+) -> None:
+    """`windows` windows of one cell through the detector; `score` None tests the fields only (no model
+    scoring: a quick run of many no-change windows for the false-alarm rate)."""
     size = len(next(iter(columns.values())))
     for i in range(windows):
         window_seed = seed + 1000 * cell.size + i
         picked = np.random.default_rng(window_seed).integers(0, size, cell.size)
         base = {name: [values[j] for j in picked] for name, values in columns.items()}
         shifted = cell.case.shift(base, window_seed)
-        probabilities = score(shifted)
+        probabilities = None if score is None else score(shifted)
         report = detector.test(shifted, probabilities)
         names = {f.feature for f in report.drifted()}
         feature = cell.case.feature
@@ -142,7 +148,8 @@ def run_churnops(cell: Cell, columns: Columns, detector: Any, score: Scorer, win
         if feature is not None:
             impact = report.feature(feature).impact
             cell.estimated.append(float("nan") if impact is None else impact.churn_rate)
-            cell.measured.append(float(probabilities.mean() - score(base).mean()))
+            if score is not None and probabilities is not None:
+                cell.measured.append(float(probabilities.mean() - score(base).mean()))
             cell.windows.append({"rows": picked.tolist(), "column": feature, "values": shifted[feature]})
         else:
             cell.windows.append({"rows": picked.tolist()})
@@ -170,7 +177,7 @@ for line in sys.stdin:
             column, method = config.get("column"), config.get("method", "")
             threshold, value = config.get("threshold"), metric["value"]
             # p-value tests drift below the threshold, distances above it (Evidently's own convention).
-            is_p_value = "p_value" in method or "test" in method.lower() and "distance" not in method.lower()
+            is_p_value = "p_value" in method.lower() or "p-value" in method.lower()
             if (value < threshold) if is_p_value else (value >= threshold):
                 drifted.append(column)
     print(json.dumps(drifted), flush=True)
@@ -221,7 +228,7 @@ def print_table(cells: list[Cell]) -> None:
         meas = np.array(cell.measured)
         figures = (
             f"{100 * np.nanmean(est):+8.2f}  {100 * meas.mean():+9.2f}  {100 * np.nanmax(np.abs(est - meas)):13.2f}"
-            if len(est)
+            if len(est) and len(meas) == len(est)
             else ""
         )
         print(
@@ -273,11 +280,16 @@ def main() -> int:
     )
     parser.add_argument("--artefact", type=Path, help="serving artefact directory (default: train one)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--windows", type=int, default=30, help="windows per case and size (>= 20 for goals)")
+    parser.add_argument("--windows", type=int, default=20, help="windows per case and size (>= 20 for goals)")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--seed", type=int, default=20_000)
     parser.add_argument("--backend", default="scipy", choices=("scipy", "alibi"))
     parser.add_argument("--evidently-python", type=Path, default=EVIDENTLY_PYTHON)
+    parser.add_argument("--cases", help="only the cases whose name contains one of these (comma-separated)")
+    parser.add_argument("--skip-evidently", action="store_true", help="ChurnOps only")
+    parser.add_argument(
+        "--fields-only", action="store_true", help="no model scoring (no prediction verdict, no Δrate check)"
+    )
     parser.add_argument("--json", type=Path, help="write every cell's figures here")
     parser.add_argument("--chart", type=Path, help="write the detection-rate chart (PNG) here")
     args = parser.parse_args()
@@ -302,12 +314,20 @@ def main() -> int:
             f"settings {options}; {args.windows} windows per cell",
             flush=True,
         )
-        cells = [Cell(case, int(size)) for case in cases() for size in args.sizes.split(",")]
+        wanted = [w.strip() for w in args.cases.split(",")] if args.cases else None
+        selected = [c for c in cases() if wanted is None or any(w in c.name for w in wanted)]
+        cells = [Cell(case, int(size)) for case in selected for size in args.sizes.split(",")]
         for cell in cells:
-            run_churnops(cell, columns, detector, score, args.windows, args.seed)
+            run_churnops(
+                cell, columns, detector, None if args.fields_only else score, args.windows, args.seed
+            )
             print(f"  {cell.case.name:<40} n={cell.size:<5} ChurnOps {Cell.rate(cell.flagged)}", flush=True)
         churnops_seconds = time.perf_counter() - started
-        problem = run_evidently(cells, reference, columns, args.evidently_python)
+        problem = (
+            "skipped (--skip-evidently)"
+            if args.skip_evidently
+            else run_evidently(cells, reference, columns, args.evidently_python)
+        )
     if problem:
         print(f"Evidently: {problem}", file=sys.stderr)
     print()
@@ -336,7 +356,7 @@ def main() -> int:
             ),
             encoding="utf-8",
         )
-    if args.chart:
+    if args.chart and any(c.case.feature for c in cells):
         draw_chart(cells, args.chart)
         print(f"wrote {args.chart}")
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -183,7 +184,7 @@ def summary_png(
         axes.set_visible(False)
     figure.suptitle(
         f"churn model v{report.model_version}: {report.window_size} customers vs {report.reference_size} "
-        f"reference ({report.backend} backend)\n{headline(report)}",
+        f"reference ({report.backend} backend)\n" + "\n".join(textwrap.wrap(headline(report), 150)),
         fontsize=11,
     )
     figure.tight_layout()
