@@ -10,8 +10,8 @@ DRIFT_VENV := .venv-drift
 TOOLS_VENV := .venv-tools
 EVIDENTLY_VENV := .venv-evidently
 # Evidently, only for the drift benchmark's side-by-side comparison (scripts/bench_drift.py); never a
-# dependency of ChurnOps.
-EVIDENTLY := evidently==0.7.23
+# dependency of ChurnOps. evidently 0.7.23 imports a pandas internal that pandas 3 removed.
+EVIDENTLY := evidently==0.7.23 'pandas<3'
 PIP := --disable-pip-version-check --quiet
 export CHURNOPS_STACK_PREDICTOR_PYTHON ?= $(CURDIR)/$(PREDICTOR_VENV)/bin/python
 export CHURNOPS_STACK_DETECTOR_PYTHON ?= $(CURDIR)/$(DRIFT_VENV)/bin/python
