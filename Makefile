@@ -10,6 +10,10 @@ DRIFT_VENV := .venv-drift
 TOOLS_VENV := .venv-tools
 LOCK_VENV := .venv-lock
 LOCKS := locks
+EVIDENTLY_VENV := .venv-evidently
+# Evidently, only for the drift benchmark's side-by-side comparison (scripts/bench_drift.py); never a
+# dependency of ChurnOps. evidently 0.7.23 imports a pandas internal that pandas 3 removed.
+EVIDENTLY := evidently==0.7.23 'pandas<3'
 PIP := --disable-pip-version-check --quiet
 export CHURNOPS_STACK_PREDICTOR_PYTHON ?= $(CURDIR)/$(PREDICTOR_VENV)/bin/python
 export CHURNOPS_STACK_DETECTOR_PYTHON ?= $(CURDIR)/$(DRIFT_VENV)/bin/python
@@ -76,6 +80,15 @@ lock: $(LOCK_VENV)/.installed  ## regenerate locks/*.txt (pinned, hashed) from p
 	$(UV_COMPILE) pyproject.toml $(LOCKS)/build.in --extra cluster -o $(LOCKS)/cluster.txt
 	$(UV_COMPILE) $(LOCKS)/tools.in -o $(LOCKS)/tools.txt
 
+$(EVIDENTLY_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(EVIDENTLY_VENV)
+	$(EVIDENTLY_VENV)/bin/pip install $(PIP) --upgrade pip
+	$(EVIDENTLY_VENV)/bin/pip install $(PIP) $(EVIDENTLY)
+	touch $@
+
+.PHONY: evidently
+evidently: $(EVIDENTLY_VENV)/.installed  ## Evidently in its own venv, for `make bench-drift`'s comparison
+
 .PHONY: install
 install: $(VENV)/.installed $(PREDICTOR_VENV)/.installed $(DRIFT_VENV)/.installed $(TOOLS_VENV)/.installed  ## create the environments
 
@@ -117,6 +130,10 @@ LOAD_RATE ?= 100
 load: install  ## locust (client mix, LOAD_RATE req/s, LOAD_MINUTES) on the local stack; reports/load/soak
 	$(VENV)/bin/python scripts/soak.py --minutes $(LOAD_MINUTES) --rate $(LOAD_RATE)
 
+.PHONY: bench-drift
+bench-drift: $(VENV)/.installed evidently  ## drift detection rates per shift and window size, beside Evidently's
+	$(VENV)/bin/python scripts/bench_drift.py --chart docs/images/drift-detection-rate.png
+
 .PHONY: clean
 clean:  ## remove environments and local state
-	rm -rf $(VENV) $(PREDICTOR_VENV) $(DRIFT_VENV) $(TOOLS_VENV) $(LOCK_VENV) .churnops .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(PREDICTOR_VENV) $(DRIFT_VENV) $(TOOLS_VENV) $(LOCK_VENV) $(EVIDENTLY_VENV) .churnops .mypy_cache .ruff_cache .pytest_cache

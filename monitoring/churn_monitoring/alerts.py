@@ -19,7 +19,8 @@ import structlog
 from churn_monitoring.settings import DetectorSettings
 
 if TYPE_CHECKING:
-    from churn_monitoring.drift.detector import DriftReport
+    from churn_monitoring.drift.detector import DriftReport, FeatureDrift
+    from churn_monitoring.drift.impact import Impact
 
 log = structlog.get_logger(__name__)
 
@@ -103,36 +104,113 @@ def _format_p(value: float) -> str:
     return f"{value:.2e}" if value < 1e-3 else f"{value:.4f}"
 
 
-def drift_message(report: DriftReport, report_url: str, window_number: int) -> dict[str, Any]:
-    """Incoming-webhook payload for a drifted window: which features, how strongly, where to read more."""
-    drifted = list(report.drifted())
-    lines = [
-        f"• *{feature.feature}* — {feature.test} statistic {feature.statistic:.4g}, "
-        f"p-value {_format_p(feature.p_value)} (threshold {_format_p(feature.threshold)}), "
+# What Slack's mrkdwn gives meaning to: `<...>` opens links, mentions (<!channel>, <@U…>) and dates, and `&`
+# starts an escape; Slack's formatting reference asks for exactly these three to be escaped.
+_MRKDWN_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+# Field names, category values and versions come from the artefact and from callers: bounded, one line.
+MAX_VALUE_CHARS = 80
+# Slack refuses a section text over 3,000 characters and a header over 150.
+MAX_SECTION_CHARS = 3000
+MAX_HEADER_CHARS = 150
+
+
+def _one_line(value: object, limit: int = MAX_VALUE_CHARS) -> str:
+    text = " ".join(str(value).split())  # newlines and control whitespace cannot start a new block line
+    text = "".join(c for c in text if c.isprintable())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def mrkdwn_escape(value: object, limit: int = MAX_VALUE_CHARS) -> str:
+    """Text from data or callers made inert in mrkdwn: `&`, `<`, `>` escaped (no link, mention or date
+    syntax can survive), on one bounded line. Messages also set `verbatim` so that Slack does not turn bare
+    URLs, #channels or @names in the text into links or mentions by itself."""
+    return _one_line(value, limit).translate(_MRKDWN_ESCAPES)
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    if len(text) > MAX_SECTION_CHARS:
+        text = text[: MAX_SECTION_CHARS - 1] + "…"
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
+def _pts(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:+.1f} pts"
+
+
+def _impact_line(impact: Impact | None) -> str:
+    if impact is None:
+        return "impact unknown"
+    f1 = "n/a" if impact.estimated_f1 is None else f"{impact.estimated_f1:+.3f}"
+    return (
+        f"predicted churn rate *{_pts(impact.churn_rate)}*, High/Very High *{_pts(impact.high_risk_share)}*, "
+        f"estimated F1 {f1}"
+    )
+
+
+def _feature_line(feature: FeatureDrift) -> str:
+    unseen = ""
+    if feature.unseen_categories:
+        shown = list(feature.unseen_categories.items())[:3]
+        unseen = "; unseen: " + ", ".join(f"{mrkdwn_escape(k, 40)} ×{v}" for k, v in shown)
+    return (
+        f"• *{mrkdwn_escape(feature.feature)}*: {_impact_line(feature.impact)} "
+        f"({feature.test} statistic {feature.statistic:.4g}, p-value {_format_p(feature.p_value)}, "
         f"{feature.effect_metric} {feature.effect_size:.3f}"
-        for feature in drifted[:MAX_FEATURE_LINES]
-    ]
+        f"{unseen})"
+    )
+
+
+def _drift_title(report: DriftReport) -> str:
+    observed = report.observed_impact
+    lead = report.drifted()[0].impact if report.drifted() else None
+    impact = observed if observed is not None else lead
+    change = f"predicted churn rate {_pts(impact.churn_rate)}" if impact is not None else "impact unknown"
+    kind = "Drift moves the churn model" if report.severity == "impact" else "Harmless drift"
+    return f"{kind}: {change}"
+
+
+def drift_message(report: DriftReport, report_url: str, window_number: int) -> dict[str, Any]:
+    """Incoming-webhook payload for a drifted window, leading with what the drift does to the model's output
+    (measured on the window when it was scored, estimated per field), then the statistics.
+
+    Everything that comes from data, callers or configuration (field names, unseen category values, the
+    model version, the report URL) is escaped and every mrkdwn object is `verbatim`. The notification
+    `text`, which Slack parses on its own, holds only our words and numbers, the contract's field names and
+    the configured report URL: never a category value or a version.
+    """
+    drifted = report.drifted()
+    lines = [_feature_line(feature) for feature in drifted[:MAX_FEATURE_LINES]]
     if len(drifted) > MAX_FEATURE_LINES:
         lines.append(f"• … and {len(drifted) - MAX_FEATURE_LINES} more")
     prediction = report.prediction
     if prediction is not None and prediction.drift_detected:
         lines.append(
-            f"• *predicted churn probability* — {prediction.test} statistic {prediction.statistic:.4g}, "
-            f"p-value {_format_p(prediction.p_value)}, {prediction.effect_metric} {prediction.effect_size:.3f}"
+            f"• *predicted churn probability* (measured): {_impact_line(prediction.impact)} "
+            f"({prediction.test} p-value {_format_p(prediction.p_value)})"
         )
-    names = ", ".join(f.feature for f in drifted) or "predictions"
-    title = f"Data drift in churn model {report.model_version}: {names}"
-    context = (
-        f"window #{window_number} of {report.window_size} customers · "
-        f"model version {report.model_version} · backend {report.backend}"
+    observed = report.observed_impact
+    summary = (
+        f"*Measured on this window:* {_impact_line(observed)}"
+        if observed is not None
+        else "*Estimated per drifted field* (the window came without predictions)"
     )
+    title = _drift_title(report)
+    context = (
+        f"window #{window_number} of {report.window_size} customers · model version "
+        f"{mrkdwn_escape(report.model_version, 40)} · backend {report.backend} · severity {report.severity}"
+    )
+    url = mrkdwn_escape(report_url, 500).replace("|", "%7C")
+    names = ", ".join(mrkdwn_escape(f.feature) for f in drifted[:MAX_FEATURE_LINES]) or "predictions"
     return {
-        "text": f"{title} (window of {report.window_size} customers). Report: {report_url}",
+        "text": f"{title} ({names}; window #{window_number} of {report.window_size} customers). Report: {url}",
+        "unfurl_links": False,
+        "unfurl_media": False,
         "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines) or "prediction drift"}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": context}]},
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"<{report_url}|Open the drift report>"}},
+            {"type": "header", "text": {"type": "plain_text", "text": _one_line(title, MAX_HEADER_CHARS)}},
+            {"type": "section", "text": _mrkdwn(summary)},
+            {"type": "section", "text": _mrkdwn("\n".join(lines) or "prediction drift")},
+            {"type": "context", "elements": [_mrkdwn(context)]},
+            {"type": "section", "text": _mrkdwn(f"<{url}|Open the drift report>")},
         ],
     }
 

@@ -4,8 +4,18 @@ several instances in one process; the default global registry would collide)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from churn_monitoring.drift.detector import DriftReport
+    from churn_monitoring.drift.impact import Impact
+
+# --- drift severity (churn_monitoring.drift) ---
+# Gauge values of `churn_feature_drift_severity` / `churn_drift_severity`; the PrometheusRule pages on 2.
+SEVERITY_VALUES = {"none": 0.0, "harmless": 1.0, "impact": 2.0}
+IMPACT_MEASURES = ("churn_rate", "high_risk_share", "estimated_f1")
 
 
 class DetectorMetrics:
@@ -43,7 +53,8 @@ class DetectorMetrics:
         )
         self.drift_score = Gauge(
             "churn_feature_drift_score",
-            "Effect size of the last window's drift test per feature (PSI or scaled Wasserstein)",
+            "Effect size of the last window's drift test per feature (total variation distance or "
+            "Wasserstein distance over the reference mean)",
             ["feature"],
             registry=r,
         )
@@ -67,6 +78,32 @@ class DetectorMetrics:
         )
         self.dataset_drift = Gauge(
             "churn_dataset_drift", "1 when the last window drifted as a whole", registry=r
+        )
+        # --- drift impact and severity (owned with churn_monitoring.drift) ---
+        self.drift_impact = Gauge(
+            "churn_feature_drift_impact",
+            "Estimated change of the model's output caused by this feature's shift in the last window "
+            "(measure: churn_rate and high_risk_share in shares of customers, estimated_f1 in F1)",
+            ["feature", "measure"],
+            registry=r,
+        )
+        self.drift_severity = Gauge(
+            "churn_feature_drift_severity",
+            "0 no drift, 1 drift that does not move the model's output past the impact threshold (logged), "
+            "2 drift that does (paged)",
+            ["feature"],
+            registry=r,
+        )
+        self.window_impact = Gauge(
+            "churn_drift_observed_impact",
+            "The last scored window's model output minus the reference's, by measure",
+            ["measure"],
+            registry=r,
+        )
+        self.window_severity = Gauge(
+            "churn_drift_severity",
+            "Severity of the last window: the most severe of its features and its prediction (0, 1, 2)",
+            registry=r,
         )
         self.windows = Counter(
             "churn_drift_windows",
@@ -190,6 +227,31 @@ class DetectorMetrics:
         self.start_time = Gauge(
             "churn_detector_start_time_seconds", "When this detector process started (Unix time)", registry=r
         )
+
+    def _set_impact(self, feature: str, impact: Impact | None) -> None:
+        for measure in IMPACT_MEASURES:
+            value = None if impact is None else getattr(impact, measure)
+            # NaN, not a stale value, when unknown: a gauge left at the last window's figure would lie.
+            self.drift_impact.labels(feature, measure).set(float("nan") if value is None else value)
+
+    def export_drift(self, report: DriftReport) -> None:
+        """Every drift series of one tested window."""
+        for feature in report.features:
+            self.drift_score.labels(feature.feature).set(feature.effect_size)
+            self.drift_p_value.labels(feature.feature).set(feature.p_value)
+            self.drift_detected.labels(feature.feature).set(1.0 if feature.drift_detected else 0.0)
+            self.drift_severity.labels(feature.feature).set(SEVERITY_VALUES[feature.severity])
+            self._set_impact(feature.feature, feature.impact)
+        if report.prediction is not None:
+            self.prediction_drift_score.set(report.prediction.effect_size)
+            self.prediction_drift_detected.set(1.0 if report.prediction.drift_detected else 0.0)
+        observed = report.observed_impact
+        for measure in IMPACT_MEASURES:
+            value = None if observed is None else getattr(observed, measure)
+            self.window_impact.labels(measure).set(float("nan") if value is None else value)
+        self.window_severity.set(SEVERITY_VALUES[report.severity])
+        self.dataset_drift.set(1.0 if report.dataset_drift else 0.0)
+        self.window_size.set(report.window_size)
 
     def watch_store(
         self, backlog: Callable[[], float], spilled: Callable[[], float], up: Callable[[], float]

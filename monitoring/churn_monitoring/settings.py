@@ -23,14 +23,35 @@ class DetectorSettings(BaseSettings):
     drift_backend: Literal["alibi", "scipy"] = Field(
         default="alibi", description="alibi-detect (the default) or the same tests in scipy"
     )
-    drift_p_value: float = Field(default=0.05, gt=0.0, lt=1.0, description="family-wise significance")
+    # 0.01: at most one quiet window in a hundred raises a false alarm, whatever the window size.
+    drift_p_value: float = Field(
+        default=0.01, gt=0.0, lt=1.0, description="family-wise significance (false-alarm rate of a window)"
+    )
     drift_correction: Literal["bonferroni", "fdr"] = Field(
         default="bonferroni", description="multiple-testing correction over the fields of a window"
     )
-    # Effect-size floors: a feature drifts only when significant AND at least this material (see README).
-    drift_psi_floor: float = Field(default=0.1, ge=0.0, description="PSI floor for categorical features")
-    drift_wasserstein_floor: float = Field(
-        default=0.1, ge=0.0, description="Wasserstein distance / reference std floor for numeric features"
+    # Effect-size floors: a field drifts only when significant AND at least this material.
+    drift_category_floor: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="categories: total variation distance floor (share of customers changing category)",
+    )
+    drift_number_floor: float = Field(
+        default=0.03,
+        ge=0.0,
+        description="numbers: Wasserstein distance / reference mean floor (0.05 = a 5 % level shift)",
+    )
+    # Model-aware severity: a drift pages only when it moves the model's output this much (0.005: half a
+    # point, 2 % of the reference's 26.6 % predicted churn rate).
+    drift_impact_threshold: float = Field(
+        default=0.005,
+        ge=0.0,
+        le=1.0,
+        description="page when a drift moves the predicted churn rate or High/Very High share this much",
+    )
+    drift_impact_f1_drop: float = Field(
+        default=0.02, ge=0.0, le=1.0, description="page when a drift lowers the CBPE-estimated F1 this much"
     )
 
     # --- detector service, prediction store, feedback, live performance (churn_monitoring.service) ---

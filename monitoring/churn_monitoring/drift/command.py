@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from churn_monitoring.drift.detector import DriftDetector, DriftReport
+from churn_monitoring.drift.detector import DriftDetector, DriftReport, FeatureDrift
 
 console = Console(stderr=True)
 
@@ -181,49 +181,69 @@ def _score(directory: Path, detector: DriftDetector, batch: Any) -> list[float]:
     return [float(p) for p in model.predict_proba(rows)[:, 1]]
 
 
-def print_report(report: DriftReport) -> None:
+SEVERITY_STYLE = {"impact": "bold red", "harmless": "yellow", "none": "green"}
+
+
+def _verdict_cell(item: FeatureDrift) -> str:
+    if item.drift_detected:
+        return "[bold red]DRIFT[/bold red]" if item.severity == "impact" else "[yellow]drift[/yellow]"
+    if item.significant:
+        return "not material"
+    if item.material:
+        return "not significant"
+    return "-"
+
+
+def _caption(report: DriftReport) -> str:
     features = report.features
     threshold = features[0].threshold if features else report.p_value
+    return (
+        f"{report.window_size} customers vs {report.reference_size} reference; significant: p < "
+        f"{threshold:.3g} ({report.correction}, {report.p_value:g} over {len(features)} fields; "
+        f"prediction: p < {report.p_value:g}); material: TVD >= {report.category_floor:g}, "
+        f"W/mean >= {report.number_floor:g}; DRIFT (pages): moves churn rate or High/Very High share by "
+        f">= {100 * report.impact_threshold:g} pts or est. F1 by <= -{report.impact_f1_drop:g}"
+    )
+
+
+def print_report(report: DriftReport) -> None:
+    """The verdict table, most severe first: impact on the model's output, then the statistics."""
+    from churn_monitoring.drift.report import f1_change, headline, points, ranked
+
     table = Table(
-        title=f"drift of churn model v{report.model_version} ({report.backend} backend)",
-        caption=(
-            f"{report.window_size} customers vs {report.reference_size} reference; significant: p < "
-            f"{threshold:.3g} ({report.correction}, {report.p_value:g} over {len(features)} fields; "
-            f"prediction: p < {report.p_value:g}); material: PSI >= {report.psi_floor:g}, "
-            f"W/sd >= {report.wasserstein_floor:g}"
-        ),
+        title=f"drift of churn model v{escape(report.model_version)} ({report.backend} backend)",
+        caption=_caption(report),
     )
     table.add_column("feature", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("Δ churn rate", justify="right", no_wrap=True)
+    table.add_column("Δ High+", justify="right", no_wrap=True)
+    table.add_column("Δ est. F1", justify="right", no_wrap=True)
     table.add_column("test")
-    table.add_column("statistic", justify="right")
     table.add_column("p-value", justify="right")
     table.add_column("effect", justify="right", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
-    items = list(features) + ([report.prediction] if report.prediction is not None else [])
+    items = ranked(report)
     unseen = any(item.unseen_categories for item in items)
     if unseen:
         table.add_column("unseen")
     for item in items:
-        if item.drift_detected:
-            verdict = "[bold red]DRIFT[/bold red]"
-        elif item.significant:
-            verdict = "not material"
-        elif item.material:
-            verdict = "not significant"
-        else:
-            verdict = "-"
+        impact = item.impact
         row = [
             escape(item.feature),
+            _verdict_cell(item),
+            points(impact.churn_rate if impact else None),
+            points(impact.high_risk_share if impact else None),
+            f1_change(impact.estimated_f1 if impact else None),
             item.test,
-            f"{item.statistic:.4g}",
             f"{item.p_value:.3g}",
-            f"{item.effect_size:.4f} {'PSI' if item.effect_metric == 'psi' else 'W/sd'}",
-            verdict,
+            f"{item.effect_size:.4f} {'TVD' if item.effect_metric == 'tvd' else 'W/mean'}",
         ]
         if unseen:
             row.append(escape(", ".join(f"{k}: {v}" for k, v in item.unseen_categories.items())))
         table.add_row(*row)
     out = Console()
+    style = SEVERITY_STYLE[report.severity]
+    out.print(f"severity: [{style}]{report.severity}[/{style}] — {escape(headline(report))}", soft_wrap=True)
     out.print(table)
     drifted = ", ".join(f.feature for f in report.drifted())
     out.print(f"dataset drift: {'[bold red]yes[/bold red] (' + escape(drifted) + ')' if drifted else 'no'}")

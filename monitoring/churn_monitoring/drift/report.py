@@ -1,5 +1,9 @@
 """Drift reports for people: a self-contained HTML page and a PNG grid of the most drifted fields.
 
+Both lead with what a drift does to the model's output (the change of the predicted churn rate, of the
+High / Very High share and of the estimated F1) and rank fields by it: a significant shift that moves no
+decision is listed, but after the one that does.
+
 The HTML carries its plots as inline base64 PNGs and its style inline, so it can be mailed, attached to a
 ticket or archived as one file. matplotlib draws through `Figure` objects (no pyplot, no global state), so
 reports can be rendered from worker threads of the detector service.
@@ -10,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from churn_monitoring.drift.detector import DriftReport, FeatureDrift, FeatureSample
+from churn_monitoring.drift.impact import Impact
 
 REFERENCE_COLOUR = "#4c72b0"
 CURRENT_COLOUR = "#dd8452"
@@ -25,21 +31,57 @@ MAX_BINS = 40
 
 
 def ranked(report: DriftReport) -> list[FeatureDrift]:
-    """Fields (and the prediction) most worth a look first: drifted, then by effect relative to its floor."""
+    """Fields (and the prediction) most worth a look first: by severity, then by their effect on the model's
+    output, then by effect size relative to the floor."""
     items = list(report.features) + ([report.prediction] if report.prediction is not None else [])
+    order = {"impact": 0, "harmless": 1, "none": 2}
     return sorted(
         items,
         key=lambda f: (
-            not f.drift_detected,
+            order[f.severity],
             not f.significant,
+            -(f.impact.size if f.impact is not None else 0.0),
             -(f.effect_size / f.floor if f.floor else 0.0),
         ),
     )
 
 
+def points(value: float | None) -> str:
+    """A change in shares of customers as signed percentage points ("+1.2 pts")."""
+    return "n/a" if value is None else f"{100 * value:+.1f} pts"
+
+
+def f1_change(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
+def impact_text(impact: Impact | None) -> str:
+    """One line: predicted churn rate, High/Very High share and estimated F1 changes."""
+    if impact is None:
+        return "impact unknown (no effect tables or reference probabilities in the artefact)"
+    return (
+        f"churn rate {points(impact.churn_rate)}, High/Very High {points(impact.high_risk_share)}, "
+        f"est. F1 {f1_change(impact.estimated_f1)}"
+    )
+
+
+def headline(report: DriftReport) -> str:
+    """The report's first line: severity and what the drift does to the model's output."""
+    drifted = report.drifted()
+    observed = report.observed_impact
+    measured = f"; measured on the window: {impact_text(observed)}" if observed is not None else ""
+    if report.severity == "none":
+        return f"No drift{measured}"
+    lead = "Drift that moves the model's output" if report.severity == "impact" else "Harmless drift"
+    parts = [f"{f.feature} ({impact_text(f.impact)})" for f in drifted]
+    if report.prediction is not None and report.prediction.drift_detected:
+        parts.append("the predicted churn probability")
+    return f"{lead}: {'; '.join(parts)}{measured}"
+
+
 def _verdict_text(item: FeatureDrift) -> str:
     if item.drift_detected:
-        return "DRIFT"
+        return "DRIFT, moves the model" if item.severity == "impact" else "drift, harmless"
     if item.significant:
         return "significant, not material"
     if item.material:
@@ -49,11 +91,12 @@ def _verdict_text(item: FeatureDrift) -> str:
 
 def _title(item: FeatureDrift) -> str:
     name = "KS" if item.test == "ks" else "χ²"
-    metric = "PSI" if item.effect_metric == "psi" else "W/σ"
+    metric = "TVD" if item.effect_metric == "tvd" else "W/mean"
+    impact = f"\nimpact: {impact_text(item.impact)}" if item.drift_detected else ""
     return (
         f"{item.feature}: {_verdict_text(item)}\n"
         f"{name} p={item.p_value:.2g} (drift: <{item.threshold:.2g}), "
-        f"{metric}={item.effect_size:.3f} (drift: ≥{item.floor:g})"
+        f"{metric}={item.effect_size:.3f} (drift: ≥{item.floor:g}){impact}"
     )
 
 
@@ -139,10 +182,9 @@ def summary_png(
         _draw(axes, item, samples[item.feature])
     for axes in grid[len(items) :]:
         axes.set_visible(False)
-    verdict = ", ".join(f.feature for f in report.drifted()) or "none"
     figure.suptitle(
         f"churn model v{report.model_version}: {report.window_size} customers vs {report.reference_size} "
-        f"reference ({report.backend} backend) — drifted: {verdict}",
+        f"reference ({report.backend} backend)\n" + "\n".join(textwrap.wrap(headline(report), 150)),
         fontsize=11,
     )
     figure.tight_layout()
@@ -152,17 +194,19 @@ def summary_png(
 def _row(item: FeatureDrift) -> str:
     unseen = ", ".join(f"{html.escape(k)}: {v}" for k, v in item.unseen_categories.items())
     css = "drift" if item.drift_detected else ("significant" if item.significant else "")
+    impact = item.impact
     cells = [
         f'<a href="#f-{html.escape(item.feature)}">{html.escape(item.feature)}</a>',
+        f"<b>{_verdict_text(item)}</b>",
+        points(impact.churn_rate if impact else None),
+        points(impact.high_risk_share if impact else None),
+        f1_change(impact.estimated_f1 if impact else None),
         item.test,
         f"{item.statistic:.4g}",
         f"{item.p_value:.3g}",
         f"{item.threshold:.3g}",
         f"{item.effect_size:.4f} ({item.effect_metric})",
         f"{item.floor:g}",
-        "yes" if item.significant else "no",
-        "yes" if item.material else "no",
-        f"<b>{_verdict_text(item)}</b>",
         unseen,
     ]
     return f'<tr class="{css}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
@@ -172,46 +216,49 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
-th { background: #f3f3f3; } td:first-child, td:nth-child(2), td:nth-child(10), td:last-child { text-align: left; }
-tr.drift { background: #fbe3e1; } tr.significant { background: #fdf6e3; }
+th { background: #f3f3f3; } td:first-child, td:nth-child(2), td:nth-child(6), td:last-child { text-align: left; }
+tr.drift { background: #fbe3e1; } .verdict.harmless { color: #8a6d3b; } tr.significant { background: #fdf6e3; }
 .verdict { font-size: 1.2em; font-weight: bold; } .verdict.drift { color: #c0392b; }
 section { margin-top: 2em; } img { max-width: 100%; }
 """
 
 
-def render_html(
-    report: DriftReport, samples: Mapping[str, FeatureSample], title: str = "Drift report"
-) -> str:
-    items = ranked(report)
-    drifted = report.drifted()
-    verdict = (
-        f"Dataset drift: {', '.join(html.escape(f.feature) for f in drifted)}"
-        if drifted
-        else "No dataset drift"
+HEADERS = (
+    "feature",
+    "verdict",
+    "Δ churn rate",
+    "Δ High/Very High",
+    "Δ est. F1",
+    "test",
+    "statistic",
+    "p-value",
+    "threshold",
+    "effect size",
+    "floor",
+    "unseen categories",
+)
+
+
+def _outlook_text(report: DriftReport) -> str:
+    if report.baseline is None:
+        return ""
+    base = report.baseline
+    text = (
+        f"Reference: predicted churn rate {100 * base.churn_rate:.1f} %, High/Very High "
+        f"{100 * base.high_risk_share:.1f} %"
     )
-    prediction = ""
-    if report.prediction is not None:
-        prediction = f"<p>Prediction (churn probability): <b>{_verdict_text(report.prediction)}</b></p>"
-    header = (
-        "<tr>"
-        + "".join(
-            f"<th>{h}</th>"
-            for h in (
-                "feature",
-                "test",
-                "statistic",
-                "p-value",
-                "threshold",
-                "effect size",
-                "floor",
-                "significant",
-                "material",
-                "verdict",
-                "unseen categories",
-            )
+    if report.observed is not None:
+        text += (
+            f"; this window: {100 * report.observed.churn_rate:.1f} %, "
+            f"{100 * report.observed.high_risk_share:.1f} %"
         )
-        + "</tr>"
+    return (
+        f"<p>{text}. Field impacts are estimates: the reference re-scored with that field's window "
+        "distribution swapped in (effect tables of the contract).</p>"
     )
+
+
+def _sections(items: list[FeatureDrift], samples: Mapping[str, FeatureSample]) -> str:
     sections = []
     for item in items:
         sample = samples.get(item.feature)
@@ -223,19 +270,35 @@ def render_html(
             f'<img alt="{html.escape(item.feature)}: reference vs current" src="data:image/png;base64,{image}">'
             "</section>"
         )
+    return "".join(sections)
+
+
+def render_html(
+    report: DriftReport, samples: Mapping[str, FeatureSample], title: str = "Drift report"
+) -> str:
+    items = ranked(report)
+    severity = report.severity
+    verdict_class = {"impact": " drift", "harmless": " harmless", "none": ""}[severity]
+    prediction = ""
+    if report.prediction is not None:
+        prediction = f"<p>Prediction (churn probability): <b>{_verdict_text(report.prediction)}</b></p>"
+    header = "<tr>" + "".join(f"<th>{h}</th>" for h in HEADERS) + "</tr>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head>
 <body>
 <h1>{html.escape(title)}: churn model v{html.escape(report.model_version)}</h1>
-<p class="verdict{" drift" if drifted else ""}">{verdict}</p>
+<p class="verdict{verdict_class}">{html.escape(headline(report))}</p>
+{_outlook_text(report)}
 {prediction}
 <p>{report.window_size} customers ({report.rows_dropped} left out for missing numbers) against
 {report.reference_size} reference customers; {html.escape(report.backend)} backend, {report.correction}
-correction at p &lt; {report.p_value:g}; a feature drifts when significant and its effect reaches the floor
-(PSI ≥ {report.psi_floor:g}, Wasserstein distance ≥ {report.wasserstein_floor:g} reference standard
-deviations).</p>
+correction at p &lt; {report.p_value:g}; a field drifts when significant and its effect reaches the floor
+(total variation distance ≥ {report.category_floor:g} for categories, Wasserstein distance ≥
+{report.number_floor:g} of the reference mean for numbers); a drift pages when it moves the predicted churn
+rate or the High/Very High share by ≥ {100 * report.impact_threshold:g} points or lowers the estimated F1 by
+≥ {report.impact_f1_drop:g}.</p>
 <table>{header}{"".join(_row(item) for item in items)}</table>
-{"".join(sections)}
+{_sections(items, samples)}
 </body></html>
 """
 

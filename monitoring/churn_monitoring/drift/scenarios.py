@@ -39,10 +39,31 @@ def resample(columns: Mapping[str, Sequence[Any]], rows: int, seed: int) -> Colu
     return {name: [values[i] for i in picked] for name, values in columns.items()}
 
 
-def scale_field(columns: Mapping[str, Sequence[Any]], name: str, factor: float) -> Columns:
-    """The same customers with one numeric field multiplied (e.g. MonthlyCharges x1.15)."""
+def scale_field(columns: Mapping[str, Sequence[Any]], name: str, factor: float, decimals: int = 2) -> Columns:
+    """The same customers with one numeric field multiplied (e.g. MonthlyCharges x1.15), rounded to
+    `decimals` (0 for an integer field such as tenure, which the contract keeps whole)."""
     shifted = {k: list(v) for k, v in columns.items()}
-    shifted[name] = [round(float(v) * factor, 2) for v in columns[name]]
+    shifted[name] = [round(float(v) * factor, decimals) for v in columns[name]]
+    if decimals == 0:
+        shifted[name] = [float(v) for v in shifted[name]]
+    return shifted
+
+
+def move_share(
+    columns: Mapping[str, Sequence[Any]], name: str, value: str, points: float, seed: int
+) -> Columns:
+    """The same customers with each one not already `value` relabelled `value` with the probability that
+    raises its expected share by `points` (0.10: ten points), the rest untouched: a mix shift of a stated
+    size that keeps the window's sampling noise (unlike `raise_share`, which sets the share exactly)."""
+    shifted = {k: list(v) for k, v in columns.items()}
+    labels = np.asarray(columns[name], dtype=object)
+    others = np.flatnonzero(labels != value)
+    if others.size == 0 or points <= 0:
+        return shifted
+    chance = min(1.0, points * len(labels) / others.size)
+    chosen = others[np.random.default_rng(seed).random(others.size) < chance]
+    for i in chosen:
+        shifted[name][int(i)] = value
     return shifted
 
 

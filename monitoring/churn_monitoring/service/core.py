@@ -316,10 +316,14 @@ class DetectorService:
             size=report.window_size,
             drift=drifted,
             drifted=[f.feature for f in report.drifted()],
+            severity=report.severity,
             report=stored.id,
         )
-        if drifted:
+        # Page (Slack) only on a drift that moves the model's output; a harmless one is logged and exported.
+        if report.severity == "impact":
             await self._alert_drift(stored)
+        elif drifted:
+            log.info("drift_below_impact_threshold", window=window.number, report=stored.id)
         return stored
 
     def _keep_report(self, window: Window, report: DriftReport) -> StoredReport:
@@ -331,15 +335,7 @@ class DetectorService:
         return stored
 
     def _export_drift(self, report: DriftReport) -> None:
-        for feature in report.features:
-            self.metrics.drift_score.labels(feature.feature).set(feature.effect_size)
-            self.metrics.drift_p_value.labels(feature.feature).set(feature.p_value)
-            self.metrics.drift_detected.labels(feature.feature).set(1.0 if feature.drift_detected else 0.0)
-        if report.prediction is not None:
-            self.metrics.prediction_drift_score.set(report.prediction.effect_size)
-            self.metrics.prediction_drift_detected.set(1.0 if report.prediction.drift_detected else 0.0)
-        self.metrics.dataset_drift.set(1.0 if report.dataset_drift else 0.0)
-        self.metrics.window_size.set(report.window_size)
+        self.metrics.export_drift(report)
 
     def report_url(self, report_id: int) -> str:
         return f"{self.settings.url.rstrip('/')}/reports/drift/{report_id}"

@@ -45,7 +45,9 @@ def test_monthly_charges_shift_flags_only_monthly_charges(scipy_detector, drift_
     assert report.dataset_drift is True
     shifted = report.feature("MonthlyCharges")
     assert shifted.test == "ks"
-    assert shifted.effect_metric == "wasserstein_norm"
+    assert shifted.effect_metric == "wasserstein_rel"
+    # x1.15: a 15 % level shift (less the window's own sampling difference from the reference)
+    assert shifted.effect_size == pytest.approx(0.15, abs=0.025)
     assert shifted.effect_size > 2 * shifted.floor
     # Only the column was scaled: the correlated TotalCharges did not move and is not flagged.
     assert report.feature("TotalCharges").significant is False
@@ -60,25 +62,32 @@ def test_contract_shift_flags_only_contract(scipy_detector, drift_scenarios):
     assert _names(report) == ["Contract"]
     shifted = report.feature("Contract")
     assert shifted.test == "chi2"
-    assert shifted.effect_metric == "psi"
-    assert shifted.effect_size > 1.5 * shifted.floor
+    assert shifted.effect_metric == "tvd"
+    # 55 % -> 75 % month-to-month: a fifth of the customers changed contract.
+    assert shifted.effect_size == pytest.approx(0.20, abs=0.01)
 
 
-def test_null_effect_sizes_stay_well_below_the_floors(scipy_detector, telco_columns):
-    """Ten more reference-like windows: every effect stays well under its floor (over 200 such windows
-    the largest was 0.46 of it), while the one-field shifts reach 1.8 and 2.9 times it."""
+def test_null_windows_flag_nothing_and_category_mixes_stay_under_half_the_floor(
+    scipy_detector, telco_columns
+):
+    """Ten more reference-like windows: nothing drifts, no field is even significant, and no category mix
+    moves by half the floor (the numbers' floor is about materiality: a skewed TotalCharges moves its
+    Wasserstein distance near 0.03 by sampling alone, and only its KS test tells that from a real shift)."""
     largest = {}
     for seed in range(100, 110):
         report = scipy_detector.test(scenarios.resample(telco_columns, WINDOW_ROWS, seed))
         assert report.dataset_drift is False
+        assert not any(f.significant for f in report.features)
         for item in report.features:
-            largest[item.feature] = max(largest.get(item.feature, 0.0), item.effect_size / item.floor)
+            if item.effect_metric == "tvd":
+                largest[item.feature] = max(largest.get(item.feature, 0.0), item.effect_size / item.floor)
 
-    assert max(largest.values()) < 0.6, largest
+    assert max(largest.values()) < 0.5, largest
 
 
 def test_small_shift_in_a_large_window_is_significant_but_not_material(scipy_detector, telco_columns):
-    """Why the floor exists: 20,000 customers paying 2 % more is a real, detectable and harmless change."""
+    """Why the floor exists: 20,000 customers paying 2 % more is a real, detectable change below the 3 %
+    floor."""
     window = scenarios.scale_field(scenarios.resample(telco_columns, 20_000, SEED), "MonthlyCharges", 1.02)
     report = scipy_detector.test(window)
 

@@ -43,8 +43,11 @@ def slack():
 
 
 @pytest.fixture
-def service(tmp_path, artefact_dir, slack):
+def service(tmp_path, artefact_dir, slack, request):
+    # Indirect parametrisation may pass extra settings (e.g. the drift impact threshold).
+    extra = getattr(request, "param", {})
     settings = DetectorSettings(
+        **extra,
         home=tmp_path,
         model_dir=artefact_dir,
         drift_backend="scipy",
@@ -215,9 +218,11 @@ def test_drifted_window_posts_one_slack_alert_per_cooldown(service, scorer, telc
     assert "tenure" in text
     assert "http://detector.example:8090/reports/drift/1" in text
     blocks = {block["type"]: block for block in message["blocks"]}
-    body = message["blocks"][1]["text"]["text"]
+    # Impact first (measured on the window), then the fields with their statistics.
+    assert "Measured on this window" in message["blocks"][1]["text"]["text"]
+    body = message["blocks"][2]["text"]["text"]
     assert "p-value" in body
-    assert "psi" in body
+    assert "tvd" in body
     assert "statistic" in body
     context = blocks["context"]["elements"][0]["text"]
     assert f"{WINDOW} customers" in context
@@ -250,6 +255,30 @@ def test_drifted_window_posts_one_slack_alert_per_cooldown(service, scorer, telc
         "suppressed drift alert",
     )
     assert len(slack.posts) == 1
+
+
+@pytest.mark.parametrize(
+    "service", [{"drift_impact_threshold": 1.0, "drift_impact_f1_drop": 1.0}], indirect=True
+)
+def test_drift_below_the_impact_threshold_is_logged_not_posted(service, scorer, telco_rows, slack):
+    """The same drifted window as above, with a threshold nothing reaches: tested, exported as severity 1
+    (harmless), no Slack message."""
+    client, _, _ = service
+    send_window(client, scorer, drifted_customers(telco_rows, WINDOW, seed=4))
+    wait_until(
+        lambda: (
+            metric_value(client.get("/metrics").text, "churn_drift_windows_total", {"outcome": "drift"})
+            == 1.0
+        ),
+        30,
+        "tested window",
+    )
+    metrics = client.get("/metrics").text
+    assert metric_value(metrics, "churn_drift_severity") == 1.0
+    assert metric_value(metrics, "churn_feature_drift_severity", {"feature": "Contract"}) == 1.0
+    assert metric_value(metrics, "churn_alerts_total", {"kind": "drift", "outcome": "sent"}) is None
+    assert slack.posts == []
+    assert client.get("/reports/drift/latest.json").json()["severity"] == "harmless"
 
 
 def test_window_like_the_reference_is_tested_without_alert(service, scorer, telco_rows, slack):
