@@ -58,7 +58,9 @@ def _texts(indices: np.ndarray, table: np.ndarray) -> pa.Array:
     return dictionary.cast(pa.string())
 
 
-def _put_unless_stopped(queue: Queue[CustomerChunk | BaseException | None], item: CustomerChunk, stopped: threading.Event) -> bool:
+def _put_unless_stopped(
+    queue: Queue[CustomerChunk | BaseException | None], item: CustomerChunk, stopped: threading.Event
+) -> bool:
     """Put `item`, waiting for room, unless the consumer stops first (then False)."""
     while not stopped.is_set():
         try:
