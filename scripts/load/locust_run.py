@@ -100,7 +100,7 @@ def run_locust(
         command = ["taskset", "-c", cpus, *command]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if api_key:
-        env["CHURNOPS_LOAD_API_KEY"] = api_key  # not on the command line, where `ps` shows it
+        env["LOCUST_API_KEY"] = api_key  # not on the command line, where `ps` shows it
     log = prefix.parent / f"{prefix.name}.locust.log"
     started = time.monotonic()
     with log.open("wb") as output:

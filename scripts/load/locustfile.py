@@ -11,9 +11,9 @@ feedback labels to the detector, and ~5 % invalid requests, which count as a suc
 with a 4xx. Requests are named by kind (`v2_single`, ...), so the reports break latency down per kind.
 
 Options of ours (also as environment variables):
-- `--api-key` / CHURNOPS_LOAD_API_KEY: sent as `Authorization: Bearer <key>` (through the authorizer; the
+- `--api-key` / LOCUST_API_KEY: sent as `Authorization: Bearer <key>` (through the authorizer; the
   key needs the `predict` and `feedback` scopes for the whole mix);
-- `--detector-host` / CHURNOPS_LOAD_DETECTOR_HOST: where feedback goes (default: `--host`, as through a
+- `--detector-host` / LOCUST_DETECTOR_HOST: where feedback goes (default: `--host`, as through a
   gateway that routes /feedback to the detector);
 - `--model-name` (default churn), `--user-rate`, `--mix`, `--seed`.
 """
@@ -38,10 +38,10 @@ _MIX: dict[str, RequestMix] = {}
 @events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
     parser.add_argument(
-        "--api-key", default="", env_var="CHURNOPS_LOAD_API_KEY", is_secret=True, help="API key (Bearer)"
+        "--api-key", default="", env_var="LOCUST_API_KEY", is_secret=True, help="API key (Bearer)"
     )
     parser.add_argument(
-        "--detector-host", default="", env_var="CHURNOPS_LOAD_DETECTOR_HOST", help="feedback goes here"
+        "--detector-host", default="", env_var="LOCUST_DETECTOR_HOST", help="feedback goes here"
     )
     parser.add_argument("--model-name", default="churn", help="model name in the inference paths")
     parser.add_argument("--user-rate", type=float, default=1.0, help="requests per second per user")

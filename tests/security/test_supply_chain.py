@@ -110,10 +110,16 @@ def test_make_install_uses_the_locks_with_hashes():
         makefile,
         flags=re.S | re.M,
     ):
-        for line in (line for line in block.splitlines() if "pip install" in line):
+        installs = [line for line in block.splitlines() if "pip install" in line or "UV_INSTALL" in line]
+        assert installs, block
+        for line in installs:
             assert "$(PIP_LOCKED)" in line or "$(PIP_PROJECT)" in line, line
-    assert "PIP_LOCKED := $(PIP) --require-hashes --only-binary :all: -r" in makefile
-    assert "PIP_PROJECT := $(PIP) --no-deps --no-build-isolation -e" in makefile
+    assert "PIP_LOCKED := --require-hashes --only-binary :all: -r" in makefile
+    assert "PIP_PROJECT := --no-deps --no-build-isolation -e" in makefile
+    # The installer itself (uv) comes from its own lock, with hashes, installed by pip.
+    bootstrap = re.search(r"^\$\(UV_VENV\)/\.installed:.*?(?=^\S)", makefile, flags=re.S | re.M)
+    assert bootstrap is not None
+    assert "pip install $(PIP) $(PIP_LOCKED) $(LOCKS)/uv.txt" in bootstrap.group(0)
     assert re.search(r"^lock: ", makefile, flags=re.M)
 
 
