@@ -32,14 +32,12 @@ SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 VARIABLE = re.compile(r"CHURNOPS_[A-Z0-9_]+")
 # Variables the docs may name that no settings class reads: the artefact pin `churnops rollout` writes into
 # both containers, read by the predictor image's stdlib entrypoint (no ChurnOps code in that image) and, until
-# its setting lands, by the transformer; and the load generator's options, which locust reads from the
-# environment itself (`env_var=` in scripts/load/locustfile.py: a script, not a ChurnOps component).
+# its setting lands, by the transformer. (The load generator's options are LOCUST_* variables: locust reads
+# them itself, by its own convention.)
 READ_OUTSIDE_SETTINGS = frozenset(
     {
         "CHURNOPS_PREDICTOR_ARTEFACT_SHA256",
         "CHURNOPS_TRANSFORMER_ARTEFACT_SHA256",
-        "CHURNOPS_LOAD_API_KEY",
-        "CHURNOPS_LOAD_DETECTOR_HOST",
     }
 )
 
