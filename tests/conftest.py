@@ -14,7 +14,20 @@ import pytest
 
 from churn_core.contract import FeatureContract
 from churn_model.settings import ModelSettings
+from tests.support.images import BUILDS
 from tests.support.services import REPO
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Container tests last (a stable sort keeps every other order, the fault scenarios' included): their
+    images build in the background meanwhile (tests/support/images.py)."""
+    items.sort(key=lambda item: item.get_closest_marker("container") is not None)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any(item.get_closest_marker("container") is not None for item in session.items):
+        BUILDS.start()
+
 
 DATA_CANDIDATES = (
     REPO / "data" / "telco-customer-churn.csv",

@@ -53,7 +53,7 @@ from churnops.cluster.state import RolloutState, read_state, write_state
 if TYPE_CHECKING:
     from churn_model.registry import Registry
 
-Action = Literal["start", "promote", "abort", "settle"]
+Action = Literal["start", "promote", "abort", "settle", "pin"]
 # kubectl jsonpath, one per line: the collocated transformer's image, the predictor's, and the transformer's
 # of the layout before collocation (spec.transformer; empty once migrated).
 LIVE_IMAGES = (
@@ -98,6 +98,8 @@ class Plan:
             )
         if self.action == "promote":
             return f"{self.overlay}: version {after.model_version} promoted to 100 % and champion"
+        if self.action == "pin":
+            return f"{self.overlay}: version {after.model_version} pinned to artefact {after.artefact_sha256}"
         if self.action == "settle":
             return (
                 f"{self.overlay}: the aborted version {self.before.model_version} retired, the spec back on "
@@ -151,6 +153,19 @@ def start_states(
     if state.phase == "stable":
         return (canary,)
     return (replace(canary, phase="staged", canary_percent=0), canary)
+
+
+def pin_state(state: RolloutState, artefact_sha256: str) -> RolloutState:
+    """The stable version pinned to its artefact's digest: for an environment whose state predates the pin
+    (the predictor refuses to start without one). Changes the containers' environment, so KServe makes a
+    new revision of the same model version at 100 %: no canary, as nothing about the model changes."""
+    if state.phase != "stable":
+        raise RolloutError(
+            f"pin a stable environment only (phase {state.phase}): promote, abort or settle first"
+        )
+    if state.artefact_sha256 == artefact_sha256:
+        raise RolloutError(f"version {state.model_version} is already pinned to {artefact_sha256[:12]}")
+    return RolloutState.stable(state.model_version, state.storage_uri, artefact_sha256)
 
 
 def promote_state(state: RolloutState) -> RolloutState:
@@ -223,6 +238,16 @@ class Rollouts:
             self._artefact_sha256(before, version),
         )
         return Plan("start", self.overlay, before, steps)
+
+    def plan_pin(self) -> Plan:
+        before = self.status()
+        try:
+            digest = self.registry.artefact_sha256(before.model_version)
+        except Exception as error:  # MLflow raises its own and OSError types for a missing artefact
+            raise RolloutError(
+                f"version {before.model_version}: cannot read its manifest.json ({error})"
+            ) from error
+        return Plan("pin", self.overlay, before, (pin_state(before, digest),))
 
     def plan_promote(self) -> Plan:
         before = self.status()

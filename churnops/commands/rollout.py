@@ -17,7 +17,7 @@ Overlay = Annotated[
     str | None,
     typer.Option("--overlay", help="Environment (default: CHURNOPS_CLUSTER_ROLLOUT_OVERLAY or prod)"),
 ]
-ACTIONS = ("promote", "abort", "settle")
+ACTIONS = ("promote", "abort", "settle", "pin")
 
 
 def _rollouts(overlay: str | None) -> Rollouts:
@@ -79,6 +79,8 @@ def _plan(rollouts: Rollouts, target: str, canary: int) -> Plan:
         return rollouts.plan_abort()
     if target == "settle":
         return rollouts.plan_settle()
+    if target == "pin":
+        return rollouts.plan_pin()
     plan = rollouts.plan_start(target, canary)
     champion = rollouts.registry.alias_target("champion")
     if champion != plan.before.stable_version:
@@ -122,7 +124,7 @@ def rollout_command(
     target: Annotated[
         str,
         typer.Argument(
-            help="VERSION (number or alias) to canary, or promote | abort | settle | status | wait"
+            help="VERSION (number or alias) to canary, or promote | abort | settle | pin | status | wait"
         ),
     ],
     canary: Annotated[int, typer.Option("--canary", min=1, max=99, help="% of traffic for VERSION")] = 10,

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 
 from churn_authorizer.keys import Scope
 from tests.authorizer.conftest import issue, write_keys_file
-from tests.support.images import OUR_PACKAGES, packages_in
+from tests.support.images import BUILDS, OUR_PACKAGES, packages_in
 from tests.support.services import REPO, free_port, http_ok, unavailable, wait_until
 
 DOCKERFILE = REPO / "authorizer" / "Dockerfile"
@@ -47,23 +46,8 @@ def podman_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def image(podman_env: dict[str, str]) -> Iterator[str]:
-    def podman(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["podman", *args], env=podman_env, capture_output=True, text=True, check=False)
-
-    base_args = []
-    if podman("image", "exists", LOCAL_BASE).returncode == 0:
-        base_args = ["--build-arg", f"BASE_IMAGE={LOCAL_BASE}"]  # no registry reachable here
-    tag = f"localhost/churnops-authorizer:test-{uuid.uuid4().hex[:8]}"
-    # --layers=false: no intermediate images left behind (the build stage would otherwise stay as a
-    # dangling image of ~300 MB after every source change).
-    build = podman(
-        "build", "--layers=false", "--network", "host", "--format", "docker", *base_args,
-        "-f", str(DOCKERFILE), "-t", tag, str(REPO),
-    )  # fmt: skip
-    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
-    yield tag
-    podman("rmi", "-f", tag)
+def image() -> str:
+    return BUILDS.tag("authorizer")
 
 
 @pytest.mark.container

@@ -165,6 +165,30 @@ def test_rollout_pins_the_versions_manifest_digest_into_both_containers(
         rollouts.status()
 
 
+def test_rollout_pin_pins_the_serving_version_of_an_unpinned_environment(workspace, registry, trained_model):
+    """The committed overlays predate the pin, and the predictor refuses to start without one:
+    `churnops rollout pin` writes the stable version's digest into both containers, nothing else."""
+    rollouts = Rollouts(workspace, registry, "prod")
+    assert rollouts.status().artefact_sha256 is None
+    rollouts.execute(rollouts.plan_pin())
+    digest = hashlib.sha256((trained_model.artefact / "manifest.json").read_bytes()).hexdigest()
+    state = rollouts.status()
+    assert (state.phase, state.model_version, state.canary_percent, state.artefact_sha256) == (
+        "stable",
+        "1",
+        100,
+        digest,
+    )
+    inference_service, _ = rendered_isvc(workspace)
+    assert env_of(inference_service["spec"]["predictor"]["model"])[PREDICTOR_PIN_ENV] == digest
+    assert env_of(transformer_container(inference_service))[TRANSFORMER_PIN_ENV] == digest
+    with pytest.raises(RolloutError, match="already pinned"):
+        rollouts.plan_pin()
+    rollouts.execute(rollouts.plan_start("2", 10))
+    with pytest.raises(RolloutError, match="pin a stable environment only"):
+        rollouts.plan_pin()
+
+
 def test_rollout_promote_routes_all_traffic_and_makes_the_version_champion(workspace, registry):
     rollouts = Rollouts(workspace, registry, "prod")
     rollouts.execute(rollouts.plan_start("2", 10))

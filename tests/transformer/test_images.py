@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.images import OUR_PACKAGES, packages_in
+from tests.support.images import BUILDS, OUR_PACKAGES, packages_in
 from tests.support.services import REPO, free_port, http_ok, unavailable, wait_until
 from tests.transformer.conftest import v2_outputs, v2_request
 
@@ -64,25 +64,8 @@ def podman() -> Callable[..., subprocess.CompletedProcess[str]]:
 
 
 @pytest.fixture(scope="module")
-def images(podman) -> dict[str, str]:
-    make_base = REPO.parent / "shared" / "tools" / "containers" / "make-base-image.sh"
-    if podman("image", "exists", LOCAL_BASE).returncode != 0 and make_base.is_file():
-        # No registry is reachable here: the machine's stand-in for python:3.11-slim (idempotent, ~60 s).
-        subprocess.run(["bash", str(make_base), LOCAL_BASE], check=False, timeout=900)
-    base_args = []
-    if podman("image", "exists", LOCAL_BASE).returncode == 0:
-        base_args = ["--build-arg", f"BASE_IMAGE={LOCAL_BASE}"]  # no registry reachable here
-    tags = {}
-    for name, dockerfile in DOCKERFILES.items():
-        # A stable tag keeps podman's layer cache warm between runs (dependencies before code).
-        tag = f"localhost/churnops-{name}:test"
-        build = podman(
-            "build", "--network", "host", "--format", "docker", *base_args,
-            "-f", str(dockerfile), "-t", tag, str(REPO),
-        )  # fmt: skip
-        assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
-        tags[name] = tag
-    return tags
+def images() -> dict[str, str]:
+    return {name: BUILDS.tag(name) for name in DOCKERFILES}
 
 
 @pytest.mark.container

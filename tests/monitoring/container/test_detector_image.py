@@ -16,7 +16,7 @@ import pytest
 
 from tests.monitoring.detector_support import Scorer, metric_value, post_call, v1_request, v1_response
 from tests.support.customers import sample_customers
-from tests.support.images import OUR_PACKAGES, packages_in
+from tests.support.images import BUILDS, OUR_PACKAGES, packages_in
 from tests.support.services import REPO, free_port, http_ok, unavailable, wait_until
 
 DOCKERFILE = REPO / "monitoring" / "Dockerfile"
@@ -61,25 +61,8 @@ def podman() -> Iterator[Podman]:
 
 
 @pytest.fixture(scope="module")
-def image(podman: Podman) -> str:
-    base_args = []
-    if podman("image", "exists", LOCAL_BASE).returncode == 0:
-        base_args = ["--build-arg", f"BASE_IMAGE={LOCAL_BASE}"]  # no registry reachable here
-    build = podman(
-        "build",
-        "--network",
-        "host",
-        "--format",
-        "docker",
-        *base_args,
-        "-f",
-        str(DOCKERFILE),
-        "-t",
-        TAG,
-        str(REPO),
-    )
-    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
-    return TAG
+def image() -> str:
+    return BUILDS.tag("detector")
 
 
 @pytest.mark.container
