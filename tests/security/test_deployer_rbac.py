@@ -25,6 +25,7 @@ RESOURCES = {
     "Secret": ("", "secrets"),
     "Service": ("", "services"),
     "ServiceAccount": ("", "serviceaccounts"),
+    "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
     "Deployment": ("apps", "deployments"),
     "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
     "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
