@@ -346,6 +346,8 @@ def _authorizer_cases() -> Iterator[Attack]:
                403, "unknown_path", key="predict", body=good),
         Attack("grpc-path", "authorizer", "gateway", "POST", "/inference.GRPCInferenceService/ModelInfer",
                403, "unknown_path", key="predict", body=b"\x00\x00\x00\x00\x00"),
+        Attack("explain-without-explainer", "authorizer", "gateway", "POST", "/v1/models/churn:explain", 403,
+               "unknown_path", key="predict", body=v1_with()),
         Attack("openapi-docs", "authorizer", "gateway", "GET", "/docs", 403, "unknown_path", key="admin"),
         Attack("events-through-ingress", "authorizer", "gateway", "POST", "/events", 403, "unknown_path",
                key="admin", headers=event_headers(), body=v1_with()),
