@@ -259,6 +259,24 @@ def _injected_version_gets_no_label(answer: Answer, context: Any) -> None:
     assert 'model_version="unknown"' in metrics
 
 
+def labels(count: int, id_chars: int) -> bytes:
+    """`count` labels of distinct unknown customers, ids of `id_chars` characters."""
+    stamp = "2026-11-29T12:00:00+00:00"
+    items = [
+        {"customer_id": f"{i:08d}".ljust(id_chars, "u"), "churned": False, "observed_at": stamp}
+        for i in range(count)
+    ]
+    return json.dumps({"labels": items}).encode()
+
+
+def _reported_ids_bounded(answer: Answer, _: Any) -> None:
+    """The answer names unknown customers, but at most 1,000 of them: it cannot grow with the body."""
+    document = answer.json()
+    assert document["received"] == 5000, document.get("received")
+    assert len(document["unknown_customer_ids"]) == 1000
+    assert len(answer.body) < 300 * KIB
+
+
 def _feedback_stored(answer: Answer, _: Any) -> None:
     document = answer.json()
     assert document["received"] == 1, document
@@ -501,6 +519,10 @@ def _detector_cases() -> Iterator[Attack]:
                key="feedback", body=lambda: label(**{"x" * MIB: 1}), check=_small),
         Attack("feedback-slack-injection", "detector", "gateway", "POST", "/feedback", 200, None,
                key="feedback", body=label(customer_id=INJECTION), check=_feedback_stored),
+        Attack("feedback-too-many-labels", "detector", "gateway", "POST", "/feedback", 422, "invalid_labels",
+               key="feedback", body=lambda: labels(10_001, 8)),
+        Attack("feedback-unknown-ids-echo-bounded", "detector", "gateway", "POST", "/feedback", 200, None,
+               key="feedback", body=lambda: labels(5000, 255), check=_reported_ids_bounded),
         Attack("feedback-over-cap-declared", "detector", "detector", "POST", "/feedback", 413,
                "payload_too_large", body=lambda: b" " * (DETECTOR_MAX_FEEDBACK + 1)),
         Attack("feedback-over-cap-chunked", "detector", "detector", "POST", "/feedback", 413,
