@@ -21,6 +21,8 @@ Measured on branch wt-attack before the transformer's boundary rewrite (2 shared
 transformer read every 30 MB body whole and answered 400 batch_too_large after parsing it, peak RSS
 1,146 MB from 182 MB, /v2/health/live max 2.6 s: the bound did NOT hold there. The detector held it: peak
 253 MB from 107 MB, /healthz max 449 ms, 413/400/413 for the hostile kinds and 200 for the valid ones.
+With the rewrite's transformer (wt-transformer at d93281f, not merged, run from an export): every body
+refused with 413 payload_too_large, peak RSS 197 MB from 184 MB, health max 117 ms: bound held.
 
     .venv/bin/python scripts/bench_hostile_bodies.py                 # the registry's champion, exported
     .venv/bin/python scripts/bench_hostile_bodies.py --model-dir .churnops/models/3
