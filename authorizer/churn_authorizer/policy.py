@@ -12,7 +12,7 @@ can at worst reach a health check, the only thing open without a key.
 | `/v2/health/live`, `/v2/health/ready`                         | GET, HEAD | nothing  |
 | `/v2/models/<m>/ready`, `/v2/models/<m>/versions/<v>/ready`   | GET, HEAD | nothing  |
 | `/metrics`                                                    | GET, HEAD | metrics  |
-| `/v1/models/<m>:predict`, `/v1/models/<m>:explain`            | POST      | predict  |
+| `/v1/models/<m>:predict`                                      | POST      | predict  |
 | `/v2/models/<m>/infer`, `/v2/models/<m>/versions/<v>/infer`   | POST      | predict  |
 | `/v1/models`, `/v1/models/<m>`, `/v2`, `/v2/models/<m>`,      | GET, HEAD | predict  |
 | `/v2/models/<m>/versions/<v>` (model and server metadata)     |           |          |
@@ -20,7 +20,10 @@ can at worst reach a health check, the only thing open without a key.
 | `/performance`, `/reports/drift`, `/reports/drift/<id>` (detector) | GET, HEAD | admin |
 | `/v2/repository/index`, `/v2/repository/models/<m>/load`,     | POST      | admin    |
 | `/v2/repository/models/<m>/unload`                            |           |          |
-| anything else (gRPC `/inference.GRPCInferenceService/...`, `/docs`, `/events`, other methods) | any | refused |
+| anything else (gRPC `/inference.GRPCInferenceService/...`, `/docs`, `/events`, `:explain`, other methods) | any | refused |
+
+`:explain` is refused: no explainer is deployed, and KServe's transformer answers it with a 501 naming its
+missing `explainer_host` (found by the attack suite, tests/security/attacks.py).
 
 `/events` (the detector's payload log) is not here on purpose: only the churn pods' mesh identity may post
 it (an Istio ALLOW policy on the detector), no API key opens it.
@@ -64,7 +67,7 @@ RULES: Final[tuple[Rule, ...]] = (
     _rule(r"/healthz|/livez|/readyz|/v2/health/(?:live|ready)", OPEN, _READ),
     _rule(rf"/v2/models/{_SEGMENT}{_VERSION}/ready", OPEN, _READ),
     _rule(r"/metrics", Scope.METRICS, _READ),
-    _rule(r"/v1/models/[^/:]+:(?:predict|explain)", Scope.PREDICT, _WRITE),
+    _rule(r"/v1/models/[^/:]+:predict", Scope.PREDICT, _WRITE),
     _rule(rf"/v2/models/{_SEGMENT}{_VERSION}/infer", Scope.PREDICT, _WRITE),
     _rule(rf"/v1/models(?:/[^/:]+)?|/v2|/v2/models/{_SEGMENT}{_VERSION}", Scope.PREDICT, _READ),
     _rule(r"/feedback", Scope.FEEDBACK, _WRITE),

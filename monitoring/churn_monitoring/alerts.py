@@ -218,18 +218,25 @@ def drift_message(report: DriftReport, report_url: str, window_number: int) -> d
 def performance_message(
     *, model_version: str, f1: float, n: int, threshold: float, estimated_f1: float | None, link: str
 ) -> dict[str, Any]:
-    """Incoming-webhook payload for a live F1 below the floor."""
+    """Incoming-webhook payload for a live F1 below the floor.
+
+    The version comes from the prediction store, where callers' events put it: escaped in the mrkdwn,
+    one bounded line in the header, and left out of the notification `text` that Slack parses on its own
+    (as drift_message does)."""
     estimated = f"{estimated_f1:.3f}" if estimated_f1 is not None else "n/a"
-    title = f"Churn model {model_version}: live F1 {f1:.3f} below {threshold:.2f}"
+    title = f"Churn model {_one_line(model_version, 40)}: live F1 {f1:.3f} below {threshold:.2f}"
     body = (
-        f"Realised F1 *{f1:.3f}* over *{n}* labelled predictions (floor {threshold:.2f}); "
-        f"estimated F1 from calibrated probabilities (CBPE) {estimated}."
+        f"Model version {mrkdwn_escape(model_version, 40)}: realised F1 *{f1:.3f}* over *{n}* labelled "
+        f"predictions (floor {threshold:.2f}); estimated F1 from calibrated probabilities (CBPE) {estimated}."
     )
+    url = mrkdwn_escape(link, 500).replace("|", "%7C")
     return {
-        "text": f"{title} (n={n}). Details: {link}",
+        "text": f"Churn model live F1 {f1:.3f} below {threshold:.2f} (n={n}). Details: {url}",
+        "unfurl_links": False,
+        "unfurl_media": False,
         "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": body}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"<{link}|Live performance>"}},
+            {"type": "header", "text": {"type": "plain_text", "text": _one_line(title, MAX_HEADER_CHARS)}},
+            {"type": "section", "text": _mrkdwn(body)},
+            {"type": "section", "text": _mrkdwn(f"<{url}|Live performance>")},
         ],
     }

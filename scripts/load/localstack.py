@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from churnops.stack import (
     LOOPBACK,
@@ -38,6 +39,9 @@ from churnops.stack import (
     stop_component,
     transformer_component,
 )
+
+if TYPE_CHECKING:
+    from churn_authorizer.keys import ApiKey
 
 REPO = Path(__file__).resolve().parents[2]
 POSTGRES = "postgresql+psycopg://{user}@127.0.0.1:{port}/{database}"
@@ -64,6 +68,8 @@ class StackOptions:
     predictor_proxy: bool = False  # the transformer reaches MLServer's gRPC port through a TcpProxy
     detector_env: dict[str, str] = field(default_factory=dict)
     transformer_env: dict[str, str] = field(default_factory=dict)
+    authorizer_env: dict[str, str] = field(default_factory=dict)  # CHURNOPS_AUTHORIZER_* overrides
+    extra_keys: tuple[ApiKey, ...] = ()  # keys-file entries besides the load key (the attack suite's)
 
 
 @dataclass
@@ -142,14 +148,15 @@ def _postgres_database(stack: ExitStack, options: StackOptions) -> tuple[str, Tc
     return POSTGRES.format(user=user, port=proxy.port, database=name), proxy
 
 
-def _authorizer_keys(scratch: Path) -> tuple[Path, str]:
-    """A keys file with one key allowed to predict and send feedback, with a budget no load run reaches."""
+def _authorizer_keys(scratch: Path, extra: tuple[ApiKey, ...] = ()) -> tuple[Path, str]:
+    """A keys file with one key allowed to predict and send feedback, with a budget no load run reaches,
+    and the `extra` entries."""
     from churn_authorizer.keys import KeysDocument, generate_key
     from churn_authorizer.scopes import Scope
 
     issued = generate_key([Scope.PREDICT, Scope.FEEDBACK], name="load-test", rate_limit=10_000_000)
     path = scratch / "keys.json"
-    path.write_text(KeysDocument(keys=[issued.entry]).to_json(), encoding="utf-8")
+    path.write_text(KeysDocument(keys=[issued.entry, *extra]).to_json(), encoding="utf-8")
     return path, issued.key
 
 
@@ -222,7 +229,7 @@ def local_stack(artefact: Path, version: str, scratch: Path, options: StackOptio
         components.append(transformer.with_env(**options.transformer_env))
         serving_url, feedback_url, api_key, redis_prefix = transformer_url, detector_url, None, None
         if options.authorizer:
-            keys_file, api_key = _authorizer_keys(scratch)
+            keys_file, api_key = _authorizer_keys(scratch, options.extra_keys)
             redis_prefix = f"churnops-load:{uuid.uuid4().hex[:12]}:"
             stack.callback(_delete_redis_prefix, redis_prefix)
             proxies["redis"] = stack.enter_context(TcpProxy(6379))
@@ -235,6 +242,7 @@ def local_stack(artefact: Path, version: str, scratch: Path, options: StackOptio
                         "CHURNOPS_AUTHORIZER_REDIS_URL": f"redis://{LOOPBACK}:{proxies['redis'].port}/0",
                         "CHURNOPS_AUTHORIZER_REDIS_PREFIX": redis_prefix,
                         "CHURNOPS_AUTHORIZER_REDIS_FAILURE_MODE": options.redis_failure_mode,
+                        **options.authorizer_env,
                     },
                 )
             )

@@ -35,7 +35,6 @@ def test_metrics_needs_the_metrics_scope():
     ("method", "path"),
     [
         ("POST", "/v1/models/churn:predict"),
-        ("POST", "/v1/models/churn:explain"),
         ("POST", "/v2/models/churn/infer"),
         ("POST", "/v2/models/churn/versions/3/infer"),
         ("GET", "/v1/models"),
@@ -47,6 +46,11 @@ def test_metrics_needs_the_metrics_scope():
 )
 def test_inference_and_model_metadata_need_predict(method, path):
     assert required_scope(method, path) is Scope.PREDICT
+
+
+def test_explain_is_refused_no_explainer_is_deployed():
+    """KServe's transformer answers `:explain` with a 501 when there is no explainer: closed here."""
+    assert required_scope("POST", "/v1/models/churn:explain") is None
 
 
 def test_feedback_needs_feedback():

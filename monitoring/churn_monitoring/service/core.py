@@ -431,6 +431,14 @@ class DetectorService:
         floor = self.settings.performance_f1_threshold
         if realised is None or realised.n < self.settings.performance_min_labels or realised.f1 >= floor:
             return None
+        if not self.labels.known(item.model_version):
+            # Versions in the store are what callers claimed: one unknown version per post would be one
+            # Slack alert each. Only versions the detector serves alert (labels.py); the rest are listed
+            # by /performance.
+            log.warning(
+                "performance_below_floor_unknown_version", versions_known=sorted(self.labels.versions)
+            )
+            return None
         estimated = item.estimated.f1 if item.estimated is not None else None
         link = f"{self.settings.url.rstrip('/')}/performance"
         message = performance_message(

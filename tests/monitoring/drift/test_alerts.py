@@ -113,3 +113,26 @@ def test_report_url_cannot_break_out_of_its_link():
 def test_escape_is_one_bounded_line():
     assert mrkdwn_escape("a\nb\tc <x>", 80) == "a b c &lt;x&gt;"
     assert len(mrkdwn_escape("x" * 500)) == 80
+
+
+def test_performance_alert_cannot_mention_or_link_from_a_forged_version():
+    """The version of a performance alert comes from the store, where callers' events put it."""
+    from churn_monitoring.alerts import performance_message
+
+    message = performance_message(
+        model_version=HOSTILE,
+        f1=0.41,
+        n=300,
+        threshold=0.6,
+        estimated_f1=0.5,
+        link="http://d.example/performance",
+    )
+    objects = _mrkdwn_objects(message)
+    assert objects
+    assert all(o["verbatim"] is True for o in objects)
+    for o in objects:
+        assert re.findall(r"<[^>]*>", o["text"]) in ([], ["<http://d.example/performance|Live performance>"])
+    assert "&lt;!channel&gt;" in message["blocks"][1]["text"]["text"]
+    assert "evil" not in message["text"]
+    assert "channel" not in message["text"]
+    assert len(message["blocks"][0]["text"]["text"]) <= 150

@@ -334,3 +334,26 @@ def test_a_forged_response_cannot_unpair_a_waiting_request(tmp_path, artefact_di
             headers=kserve_headers(event_id, RESPONSE_TYPE),
         )
         assert real.json() == {"status": "joined", "rows": 3}
+
+
+def test_performance_alerts_only_for_versions_the_detector_knows(tmp_path, artefact_dir):
+    """A version in the store is whatever a caller's events claimed: each forged one would be a Slack
+    alert of its own (and its text in the channel). Only the versions the detector serves alert."""
+    import asyncio
+
+    from churn_monitoring.performance import Realised, VersionPerformance
+
+    settings = DetectorSettings(home=tmp_path, model_dir=artefact_dir, drift_backend="scipy")
+    service = DetectorService(settings, load_detector=False)
+    sent: list[str] = []
+
+    async def send(kind, scope, message, subjects=()):
+        sent.append(scope)
+        return "sent"
+
+    service.notifier.send = send
+    low = Realised(n=10_000, positives=2_000, f1=0.1, precision=0.1, recall=0.1, roc_auc=None)
+    (own,) = service.labels.versions
+    assert asyncio.run(service._alert_performance(VersionPerformance("<!channel> 9", low, None))) is None
+    assert asyncio.run(service._alert_performance(VersionPerformance(own, low, None))) == "sent"
+    assert sent == [own]
