@@ -178,16 +178,7 @@ def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
 def _strict(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key == "properties" and isinstance(value, dict):
-            out[key] = {name: _strict(child) for name, child in value.items()}
-        elif key == "items":
-            out[key] = [_strict(item) for item in value] if isinstance(value, list) else _strict(value)
-        elif key == "additionalProperties" and isinstance(value, dict):
-            out[key] = _strict(value)
-        else:
-            out[key] = value
+    out = {key: _strict_child(key, value) for key, value in node.items()}
     if node.get("x-kubernetes-embedded-resource"):
         embedded = out.setdefault("properties", {})
         for name, field in _OBJECT_ROOT.items():
@@ -201,12 +192,28 @@ def _strict(node: Any) -> Any:
     if node.get("x-kubernetes-int-or-string") and "type" not in node and "anyOf" not in node:
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
     if node.get("nullable"):
-        kind = out.get("type")
-        if isinstance(kind, str):
-            out["type"] = [kind, "null"]
-        if isinstance(out.get("enum"), list) and None not in out["enum"]:
-            out["enum"] = [*out["enum"], None]
+        _allow_null(out)
     return out
+
+
+def _strict_child(key: str, value: Any) -> Any:
+    """One member of a schema node, with every schema below it made strict."""
+    if key == "properties" and isinstance(value, dict):
+        return {name: _strict(child) for name, child in value.items()}
+    if key == "items":
+        return [_strict(item) for item in value] if isinstance(value, list) else _strict(value)
+    if key == "additionalProperties" and isinstance(value, dict):
+        return _strict(value)
+    return value
+
+
+def _allow_null(out: dict[str, Any]) -> None:
+    """OpenAPI's `nullable: true` in JSON Schema terms: null joins the type and the enum."""
+    kind = out.get("type")
+    if isinstance(kind, str):
+        out["type"] = [kind, "null"]
+    if isinstance(out.get("enum"), list) and None not in out["enum"]:
+        out["enum"] = [*out["enum"], None]
 
 
 # --- the index of published kinds ---------------------------------------------------------------------
