@@ -69,6 +69,7 @@ def serve_command(
     detector_port: Annotated[int, typer.Option(help="Drift detector HTTP port")] = 8095,
 ) -> None:
     """Serve the local stack on 127.0.0.1 until Ctrl-C: predictor (MLServer), transformer, drift detector."""
+    from churn_core.data import DataNotFoundError, DataValidationError
     from churn_model.pipeline import export_version, train
     from churn_model.registry import Registry, RegistryError
     from churn_model.settings import get_settings
@@ -83,7 +84,11 @@ def serve_command(
             typer.echo("no model is registered: run `churnops train` or pass --train-if-missing", err=True)
             raise typer.Exit(1)
         typer.echo("no model is registered: training one (churnops train --cv-repeats 0) ...", err=True)
-        train(settings, TrainingConfig(seed=settings.seed, cv_repeats=cv_repeats))
+        try:
+            train(settings, TrainingConfig(seed=settings.seed, cv_repeats=cv_repeats))
+        except (DataNotFoundError, DataValidationError) as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from error
     try:
         info = registry.resolve(version)
     except RegistryError as error:

@@ -117,3 +117,24 @@ def test_serve_without_a_model_says_how_to_get_one(tmp_path):
     )
     assert result.returncode == 1
     assert "--train-if-missing" in result.stderr
+
+
+def test_serve_train_if_missing_without_data_says_where_it_looked(tmp_path):
+    """`make run` on a machine without the CSV: one clear line naming the places tried, no traceback."""
+    result = subprocess.run(
+        [CHURNOPS, "serve", "--train-if-missing"],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "CHURNOPS_MODEL_HOME": str(tmp_path / "empty-home"),
+            "CHURNOPS_MODEL_DATA": str(tmp_path / "nowhere.csv"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "churnops data download" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "╭" not in result.stderr  # rich's traceback frame
