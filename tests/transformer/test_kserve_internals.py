@@ -53,9 +53,7 @@ def _resolve(dotted: str) -> Any:
 def fingerprint(dotted: str) -> str:
     target = _resolve(dotted)
     if dotted.endswith(".parser"):
-        text = repr(
-            [(a.option_strings, a.dest, a.default, a.choices) for a in target._actions]
-        )
+        text = repr([(a.option_strings, a.dest, a.default, a.choices) for a in target._actions])
     else:
         text = inspect.getsource(target)
     return hashlib.sha256(text.encode()).hexdigest()

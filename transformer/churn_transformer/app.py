@@ -299,6 +299,8 @@ def configure_process_logging(level: str) -> None:
         library.propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    for chatty in ("httpx", "httpcore"):  # a line per payload-log post otherwise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def tune_garbage_collector() -> None:

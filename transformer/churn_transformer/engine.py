@@ -413,7 +413,10 @@ class Scorer:
         if self._loop_task is not None:
             self._loop_task.cancel()
         if self._calls:
-            await asyncio.wait(set(self._calls), timeout=self.client.target.timeout_s)
+            _, late = await asyncio.wait(set(self._calls), timeout=self.client.target.timeout_s)
+            for call in late:  # its requests get a 503 (see _call)
+                call.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         self._fail(list(self._queue), PredictorUnavailableError("the transformer is shutting down; retry"))
         self._queue.clear()
         await self.client.close()

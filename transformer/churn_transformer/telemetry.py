@@ -329,8 +329,10 @@ class PayloadLogger:
         retries: int = 3,
         backoff_s: float = 0.2,
         timeout_s: float = 5.0,
+        transport: Any = None,
     ) -> None:
         self.target = target
+        self.transport = transport  # tests: an httpx transport in place of the network
         self.workers = workers
         self.max_events = max_events
         self.max_bytes = max_bytes
@@ -366,7 +368,9 @@ class PayloadLogger:
 
         self._queue = asyncio.Queue()
         self._client = httpx.AsyncClient(
-            timeout=self.timeout_s, limits=httpx.Limits(max_keepalive_connections=self.workers)
+            timeout=self.timeout_s,
+            limits=httpx.Limits(max_keepalive_connections=self.workers),
+            transport=self.transport,
         )
         self._tasks = [
             asyncio.create_task(self._post_events(), name=f"churn-payload-logger-{n}")

@@ -157,6 +157,22 @@ def decode_v2(body: bytes, headers: Mapping[str, str], model_name: str, max_dept
     return V2Request([_v2_input(i, tensor) for i, tensor in enumerate(inputs)], request_id, outputs)
 
 
+def _binary_size(index: int, tensor: Any) -> int:
+    """Bytes of binary data one input of the binary extension takes after the header (0: JSON data)."""
+    _v2_input(index, tensor, binary=True)
+    parameters = tensor.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise _malformed(f"inputs[{index}].parameters: must be an object")
+    size = parameters.get("binary_data_size")
+    if size is None:
+        if not isinstance(tensor.get("data"), list):
+            raise _malformed(f"inputs[{index}]: data (a list) or parameters.binary_data_size required")
+        return 0
+    if type(size) is not int or size < 0:
+        raise _malformed(f"inputs[{index}].parameters.binary_data_size: must be a non-negative integer")
+    return size
+
+
 def _decode_binary(body: bytes, header_length: str, model_name: str, max_depth: int) -> V2Request:
     text = header_length.strip()
     if not text.isascii() or not text.isdigit():
@@ -164,22 +180,14 @@ def _decode_binary(body: bytes, header_length: str, model_name: str, max_depth: 
     json_length = int(text)
     if json_length > len(body):
         raise _malformed(f"{BINARY_HEADER} is {json_length} but the body has {len(body)} bytes")
-    header = body[:json_length]
-    inputs, _, _ = _v2_document(decode_json(header, max_depth, "binary v2 header"), "the binary v2 header")
-    binary_bytes = 0
-    for index, tensor in enumerate(inputs):
-        _v2_input(index, tensor, binary=True)
-        parameters = tensor.get("parameters") or {}
-        if not isinstance(parameters, dict):
-            raise _malformed(f"inputs[{index}].parameters: must be an object")
-        size = parameters.get("binary_data_size")
-        if size is None:
-            if not isinstance(tensor.get("data"), list):
-                raise _malformed(f"inputs[{index}]: data (a list) or parameters.binary_data_size required")
-            continue
-        if type(size) is not int or size < 0:
-            raise _malformed(f"inputs[{index}].parameters.binary_data_size: must be a non-negative integer")
-        binary_bytes += size
+    try:
+        document = decode_json(body[:json_length], max_depth, "the binary v2 header")
+    except InvalidRequestError as error:
+        if error.code == "malformed_json":  # the request is not JSON: its header is malformed
+            raise _malformed(error.message) from None
+        raise
+    inputs, _, _ = _v2_document(document, "the binary v2 header")
+    binary_bytes = sum(_binary_size(index, tensor) for index, tensor in enumerate(inputs))
     if json_length + binary_bytes > len(body):
         raise _malformed(
             f"binary v2 request declares {json_length + binary_bytes} bytes but the body has {len(body)}"
