@@ -138,6 +138,8 @@ def test_broken_binary_v2_requests_are_malformed_requests(client):
         ("GET", "/openapi.json"),
         ("POST", "/no/such/path"),
         ("POST", "/not/a/route/infer"),
+        ("POST", "/v2/models/churn/infer/"),
+        ("GET", "/v2/health/live/"),
     ],
 )
 def test_no_model_repository_and_unknown_paths_are_not_found(client, method, path):

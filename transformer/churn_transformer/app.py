@@ -153,7 +153,8 @@ class TransformerApp:
                 Route("/v2/models/{model_name}", self.model_metadata, methods=["GET"]),
                 Route("/v1/models/{model_name}", self.model_ready, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
-            ]
+            ],
+            redirect_slashes=False,  # `/infer/` is an unknown path (404), not a redirect
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -174,7 +175,10 @@ class TransformerApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode("latin-1")),
+                ]
             elif record is not None and self.events is not None:
                 answer.append(message.get("body", b""))
             await send(message)
