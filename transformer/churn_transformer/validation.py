@@ -103,21 +103,23 @@ def _malformed(message: str) -> InvalidRequestError:
 
 
 def _v2_input(index: int, tensor: Any, *, binary: bool = False) -> Tensor:
-    where = f"inputs[{index}]"
+    """One input tensor's (name, datatype, shape, data); messages are built only for a refusal."""
     if not isinstance(tensor, dict):
-        raise _malformed(f"{where}: must be a tensor object")
-    name, datatype, shape, data = (tensor.get(k) for k in ("name", "datatype", "shape", "data"))
+        raise _malformed(f"inputs[{index}]: must be a tensor object")
+    name, datatype, shape, data = (
+        tensor.get("name"),
+        tensor.get("datatype"),
+        tensor.get("shape"),
+        tensor.get("data"),
+    )
     if not isinstance(name, str):
-        raise _malformed(f"{where}.name: required, a string")
-    where = f"input {quoted(name)}"
+        raise _malformed(f"inputs[{index}].name: required, a string")
     if not isinstance(datatype, str):
-        raise _malformed(f"{where}: datatype required, a string")
-    if not isinstance(shape, list) or not all(type(d) is int for d in shape):
-        raise _malformed(f"{where}: shape required, a list of integers")
-    if any(d < 0 for d in shape):
-        raise _malformed(f"{where}: shape {quoted(shape)} has a negative dimension")
+        raise _malformed(f"input {quoted(name)}: datatype required, a string")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise _malformed(f"input {quoted(name)}: shape required, a list of non-negative integers")
     if not binary and not isinstance(data, list):
-        raise _malformed(f"{where}: data required, a list")
+        raise _malformed(f"input {quoted(name)}: data required, a list")
     return name, datatype, shape, data
 
 
@@ -284,6 +286,9 @@ class RequestValidator:
         self._codes = {
             spec.name: {v: code for code, v in enumerate(spec.values)} for spec in contract.category_fields
         }
+        # The contract computes these on each access: once here, not twice per request.
+        self._category_fields = contract.category_fields
+        self._number_fields = contract.number_fields
 
     # ---- shared -------------------------------------------------------------------------------------
 
@@ -322,12 +327,12 @@ class RequestValidator:
         if problems:
             problems.sort(key=lambda p: (p["loc"][0], list(self._allowed_order).index(p["loc"][1])))
             raise self._rejection_from(problems, where)
-        categories = np.empty((rows, len(self.contract.category_fields)), dtype=np.int64)
-        for index, spec in enumerate(self.contract.category_fields):
+        categories = np.empty((rows, len(self._category_fields)), dtype=np.int64)
+        for index, spec in enumerate(self._category_fields):
             codes = self._codes[spec.name]
             categories[:, index] = [codes[value] for value in valid[spec.name]]
-        numbers = np.empty((rows, len(self.contract.number_fields)), dtype=np.float64)
-        for index, number_spec in enumerate(self.contract.number_fields):
+        numbers = np.empty((rows, len(self._number_fields)), dtype=np.float64)
+        for index, number_spec in enumerate(self._number_fields):
             numbers[:, index] = valid[number_spec.name]
         ids = valid.get(self._id_field)
         has_ids = ids is not None and any(i is not None for i in ids)
