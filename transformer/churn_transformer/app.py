@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from churn_core.errors import error_json, quoted
+from churn_core.errors import bounded, error_json, quoted
 from churn_core.logging import configure_logging
 from churn_transformer import telemetry
 from churn_transformer.engine import PredictorUnavailableError
@@ -98,8 +98,8 @@ def error_response(error: Exception, record: telemetry.RequestRecord | None) -> 
         log.error("unhandled error", exc_info=error)
         request_id = record.request_id if record is not None else ""
         status, code, message = 500, "internal_error", f"internal error; request id {request_id}".rstrip()
-    if record is not None:
-        record.code, record.error = code, message
+    if record is not None:  # the request's log line: as bounded as the answer
+        record.code, record.error = code, bounded(message)
     return Response(error_json(code, message), status_code=status, media_type=JSON, headers=headers)
 
 
