@@ -4,6 +4,7 @@ co-batched request pending; events are posted concurrently, retried, bounded and
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import httpx
@@ -146,7 +147,7 @@ def test_payload_logger_posts_concurrently_and_retries_a_restarting_consumer(tra
 
         events = _logger(handler, workers=5)
         for _ in range(20):
-            events.submit(b'{"instances": []}', "application/json", 200, b"{}")
+            events.submit(str(uuid.uuid4()), b'{"instances": []}', "application/json", 200, b"{}")
         assert await events.flush(10)
         await events.close(1)
         assert len(seen) == 40  # every event, the three refused posts retried
@@ -168,7 +169,7 @@ def test_payload_logger_drops_after_bounded_retries_and_bounds_its_queue_in_byte
             raise httpx.ConnectError("refused", request=request)
 
         events = _logger(down, workers=2, retries=2)
-        events.submit(b"x", "application/json", 400, b"")
+        events.submit("one", b"x", "application/json", 400, b"")
         assert await events.flush(10)
         assert attempts["n"] == 3
         assert events.dropped == 1
@@ -182,7 +183,7 @@ def test_payload_logger_drops_after_bounded_retries_and_bounds_its_queue_in_byte
 
         small = _logger(stuck, workers=1, max_bytes=1000)
         for _ in range(5):
-            small.submit(b"y" * 400, "application/json", 200, b"z" * 10)
+            small.submit(str(uuid.uuid4()), b"y" * 400, "application/json", 200, b"z" * 10)
         assert small.queued_bytes <= 1000
         assert small.dropped > 0
         blocked.set()

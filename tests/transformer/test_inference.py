@@ -501,6 +501,7 @@ def test_payload_logger_posts_cloudevents_like_the_kserve_agent(client, customer
         assert "authorization" not in headers
     assert events["org.kubeflow.serving.inference.request"][1] == body
     assert json.loads(events["org.kubeflow.serving.inference.response"][1]) == response.json()
+    assert {headers["ce-id"] for headers, _ in events.values()} == {response.headers["x-event-id"]}
 
 
 def test_payload_logger_sends_no_response_event_for_a_rejected_request(client, customers, event_sink):

@@ -175,10 +175,10 @@ class TransformerApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode("latin-1")),
-                ]
+                extra = [(b"x-request-id", request_id.encode("latin-1"))]
+                if record is not None and self.events is not None:  # the payload events' ce-id
+                    extra.append((b"x-event-id", record.event_id.encode()))
+                message["headers"] = [*message.get("headers", []), *extra]
             elif record is not None and self.events is not None:
                 answer.append(message.get("body", b""))
             await send(message)

@@ -35,7 +35,8 @@ cluster, KServe's agent proxies the component and posts each request and each 20
 so when `CHURNOPS_TRANSFORMER_PAYLOAD_LOGGER_URL` is set the transformer posts the same events itself,
 mirroring kserve/kserve pkg/logger (handler.go, worker.go): binary content mode; `ce-type`
 `org.kubeflow.serving.inference.request` / `.response`; one `ce-id` shared by the pair, always made here
-(uuid4: a client-chosen id, reused, made every later event a "duplicate" the detector never stored);
+(uuid4: a client-chosen id, reused, made every later event a "duplicate" the detector never stored) and
+answered in the `X-Event-ID` response header;
 `ce-source`; extensions `inferenceservicename`, `namespace`, `component`, `endpoint` and `metadata`
 (`{}`); the body is the raw request or response body with the *request's* Content-Type on both events;
 the response event only when the status is 200, and no event at all for a request answered before its
@@ -240,6 +241,9 @@ class RequestRecord:
     code: str | None = None
     error: str | None = None
     customers: list[dict[str, Any]] = field(default_factory=list)
+    # The payload-log events' ce-id: made here, never the client's; answered as X-Event-ID so that a client
+    # (the load harness) can find its events and the store's rows.
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 CURRENT: ContextVar[RequestRecord | None] = ContextVar("churn_request", default=None)
@@ -288,7 +292,7 @@ def finish_request(
     else:
         request_log.info("inference request", **fields)
     if events is not None and record.body is not None:
-        events.submit(record.body, record.content_type, status, response_body)
+        events.submit(record.event_id, record.body, record.content_type, status, response_body)
 
 
 # ---- the payload logger -------------------------------------------------------------------------------------
@@ -377,11 +381,12 @@ class PayloadLogger:
             for n in range(self.workers)
         ]
 
-    def submit(self, request_body: bytes, content_type: str, status: int, response_body: bytes) -> None:
+    def submit(
+        self, event_id: str, request_body: bytes, content_type: str, status: int, response_body: bytes
+    ) -> None:
         """Queue the request event and, for a 200, the response event; never blocks, never raises."""
         self.start()
         assert self._queue is not None
-        event_id = str(uuid.uuid4())
         events = [_Event(event_id, REQUEST_TYPE, request_body, content_type)]
         if status == 200:
             events.append(_Event(event_id, RESPONSE_TYPE, response_body, content_type))
