@@ -100,14 +100,12 @@ def transformer_component(
     ports: ServingPorts,
     *,
     workers: int = 1,
-    protocol: str = "grpc-v2",
     payload_logger_url: str | None = None,
 ) -> Component:
-    predictor_port = ports.predictor_grpc if protocol == "grpc-v2" else ports.predictor_http
+    predictor_port = ports.predictor_grpc  # the hop is gRPC v2
     env = {
         "CHURNOPS_TRANSFORMER_MODEL_DIR": str(artefact.resolve()),
         "CHURNOPS_TRANSFORMER_HOST": LOOPBACK,
-        "CHURNOPS_TRANSFORMER_PREDICTOR_PROTOCOL": protocol,
         **ONE_THREAD,
     }
     if payload_logger_url:

@@ -31,15 +31,10 @@ LINK = re.compile(r"\[[^\]]*\]\(\s*<?(?P<target>[^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 VARIABLE = re.compile(r"CHURNOPS_[A-Z0-9_]+")
 # Variables the docs may name that no settings class reads: the artefact pin `churnops rollout` writes into
-# both containers, read by the predictor image's stdlib entrypoint (no ChurnOps code in that image) and, until
-# its setting lands, by the transformer. (The load generator's options are LOCUST_* variables: locust reads
-# them itself, by its own convention.)
-READ_OUTSIDE_SETTINGS = frozenset(
-    {
-        "CHURNOPS_PREDICTOR_ARTEFACT_SHA256",
-        "CHURNOPS_TRANSFORMER_ARTEFACT_SHA256",
-    }
-)
+# the predictor container, read by the predictor image's stdlib entrypoint (no ChurnOps code in that image).
+# The transformer's pin is a setting (TransformerSettings.artefact_sha256). (The load generator's options
+# are LOCUST_* variables: locust reads them itself, by its own convention.)
+READ_OUTSIDE_SETTINGS = frozenset({"CHURNOPS_PREDICTOR_ARTEFACT_SHA256"})
 
 
 def _load_hook() -> ModuleType:

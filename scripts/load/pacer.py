@@ -117,12 +117,10 @@ class Pacer:
         self, session: aiohttp.ClientSession, planned: Planned, semaphore: asyncio.Semaphore
     ) -> None:
         base = self.detector_url if planned.target == "detector" else self.serving_url
-        # Our ids on every request: the transformer logs x-request-id, the store keeps ce-id.
+        # Our id on every request: the transformer logs x-request-id.
         request_id = uuid.uuid4().hex
         headers = {**planned.headers, **self.headers, "x-request-id": request_id}
-        event_id = ""
-        if planned.target == "serving":
-            event_id = headers["ce-id"] = request_id
+        event_id = ""  # the payload events' ce-id is the transformer's own, answered as X-Event-ID
         progress = SimpleNamespace(sent=0.0)
         started = time.monotonic()
         status, error, detail = 0, "", ""
@@ -132,6 +130,8 @@ class Pacer:
             ) as response:
                 body = await response.read()
                 status = response.status
+                if planned.target == "serving":
+                    event_id = response.headers.get("x-event-id", "")
                 if status >= 500:
                     detail = body[:160].decode("utf-8", "replace")
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -8,9 +8,6 @@ Where each goes (`via`), as in the cluster:
   chunked stays chunked, and caps nothing by default) and paths a pod inside the cluster could call.
 - "detector": straight to the detector, as a churn pod (the only identity the mesh lets post `/events`),
   or a compromised one, does.
-
-`awaits_transformer` marks the cases the transformer boundary rewrite (branch wt-transformer) makes pass:
-test_attack_suite.AWAITS_TRANSFORMER turns them into strict xfails until it is merged.
 """
 
 from __future__ import annotations
@@ -210,7 +207,6 @@ class Attack:
     body: Body = None
     chunked: bool = False
     repeat: int = 1  # sent this many times; all but the last must be 200 (rate limits)
-    awaits_transformer: bool = False
     check: Check | None = None  # further assertions on the (last) answer and the suite's context
     before: Callable[[Any], None] | None = None  # a request of the suite's context to send first
 
@@ -391,65 +387,58 @@ def _transformer_cases() -> Iterator[Attack]:
     big_name = "n" * (3 * MIB)  # the largest that fits the 4 MiB body cap: a 10 MB one is a 413
     yield from (
         Attack("body-over-cap-declared", "transformer", "transformer", "POST", INFER, 413,
-               "payload_too_large", body=lambda: oversized_v1(TRANSFORMER_MAX_BODY + MIB),
-               awaits_transformer=True),
+               "payload_too_large", body=lambda: oversized_v1(TRANSFORMER_MAX_BODY + MIB)),
         Attack("body-over-cap-chunked", "transformer", "transformer", "POST", PREDICT, 413,
-               "payload_too_large", body=lambda: oversized_v1(TRANSFORMER_MAX_BODY + MIB), chunked=True,
-               awaits_transformer=True),
+               "payload_too_large", body=lambda: oversized_v1(TRANSFORMER_MAX_BODY + MIB), chunked=True),
         Attack("json-too-deep", "transformer", "gateway", "POST", PREDICT, 400, "json_too_deep",
-               key="predict", body=nested(64), awaits_transformer=True),
+               key="predict", body=nested(64)),
         Attack("json-very-deep", "transformer", "gateway", "POST", PREDICT, 400, "json_too_deep",
-               key="predict", body=nested(100_000), awaits_transformer=True),
+               key="predict", body=nested(100_000)),
         Attack("not-json", "transformer", "gateway", "POST", PREDICT, 400, "malformed_json", key="predict",
-               body=b"instances=1&tenure=2", awaits_transformer=True),
+               body=b"instances=1&tenure=2"),
         Attack("truncated-json", "transformer", "gateway", "POST", INFER, 400, "malformed_json",
-               key="predict", body=good[: len(good) // 2], awaits_transformer=True),
+               key="predict", body=good[: len(good) // 2]),
         Attack("binary-v2-header-not-json", "transformer", "gateway", "POST", INFER, 400,
-               "malformed_request", key="predict", body=binary_v2(b"{not json")[0],
-               headers=binary_v2(b"{not json")[1], awaits_transformer=True),
+               "malformed_json", key="predict", body=binary_v2(b"{not json")[0],
+               headers=binary_v2(b"{not json")[1]),
         Attack("binary-v2-shape-not-list", "transformer", "gateway", "POST", INFER, 400, "malformed_request",
                key="predict", body=binary_v2(binary_header("1"), tail=b"\x00" * 8)[0],
-               headers=binary_v2(binary_header("1"))[1], awaits_transformer=True),
+               headers=binary_v2(binary_header("1"))[1]),
         Attack("binary-v2-shape-of-strings", "transformer", "gateway", "POST", INFER, 400,
                "malformed_request", key="predict", body=binary_v2(binary_header(["a"]), tail=b"\x00" * 8)[0],
-               headers=binary_v2(binary_header(["a"]))[1], awaits_transformer=True),
+               headers=binary_v2(binary_header(["a"]))[1]),
         Attack("binary-v2-length-past-body", "transformer", "gateway", "POST", INFER, 400,
                "malformed_request", key="predict", body=binary_v2(binary_header([1]), 10_000)[0],
-               headers=binary_v2(binary_header([1]), 10_000)[1], awaits_transformer=True),
+               headers=binary_v2(binary_header([1]), 10_000)[1]),
         Attack("binary-v2-negative-length", "transformer", "gateway", "POST", INFER, 400,
                "malformed_request", key="predict", body=binary_v2(binary_header([1]), -5)[0],
-               headers=binary_v2(binary_header([1]), -5)[1], awaits_transformer=True),
-        Attack("unknown-path-in-pod", "transformer", "transformer", "GET", "/v3/admin", 404, "not_found",
-               awaits_transformer=True),
-        Attack("wrong-method-in-pod", "transformer", "transformer", "GET", INFER, 405, "method_not_allowed",
-               awaits_transformer=True),
+               headers=binary_v2(binary_header([1]), -5)[1]),
+        Attack("unknown-path-in-pod", "transformer", "transformer", "GET", "/v3/admin", 404, "not_found"),
+        Attack("wrong-method-in-pod", "transformer", "transformer", "GET", INFER, 405, "method_not_allowed"),
         Attack("unknown-model-v2", "transformer", "gateway", "POST", "/v2/models/other/infer", 404,
-               "unknown_model", key="predict", body=good, awaits_transformer=True),
+               "unknown_model", key="predict", body=good),
         Attack("unknown-model-v1", "transformer", "gateway", "POST", "/v1/models/other:predict", 404,
-               "unknown_model", key="predict", body=v1_with(), awaits_transformer=True),
+               "unknown_model", key="predict", body=v1_with()),
         Attack("huge-input-name-v2", "transformer", "gateway", "POST", INFER, 400, "extra_field",
-               key="predict", body=lambda: v2_body([{**customers()[0], big_name: 1}]), check=_small,
-               awaits_transformer=True),
+               key="predict", body=lambda: v2_body([{**customers()[0], big_name: 1}]), check=_small),
         Attack("huge-field-name-v1", "transformer", "gateway", "POST", PREDICT, 400, "extra_field",
-               key="predict", body=lambda: v1_with(**{big_name: 1}), check=_small, awaits_transformer=True),
+               key="predict", body=lambda: v1_with(**{big_name: 1}), check=_small),
         Attack("nan", "transformer", "gateway", "POST", PREDICT, 400, "not_finite", key="predict",
-               body=v1_raw("MonthlyCharges", "NaN"), check=_names("MonthlyCharges"), awaits_transformer=True),
+               body=v1_raw("MonthlyCharges", "NaN"), check=_names("MonthlyCharges")),
         Attack("infinity", "transformer", "gateway", "POST", PREDICT, 400, "not_finite", key="predict",
-               body=v1_raw("TotalCharges", "-Infinity"), check=_names("TotalCharges"),
-               awaits_transformer=True),
+               body=v1_raw("TotalCharges", "-Infinity"), check=_names("TotalCharges")),
         Attack("missing-field", "transformer", "gateway", "POST", PREDICT, 400, "missing_field",
-               key="predict", body=v1_with(Contract=...), check=_names("Contract"), awaits_transformer=True),
+               key="predict", body=v1_with(Contract=...), check=_names("Contract")),
         Attack("wrong-type", "transformer", "gateway", "POST", PREDICT, 400, "wrong_type", key="predict",
-               body=v1_with(SeniorCitizen="often"), check=_names("SeniorCitizen"), awaits_transformer=True),
+               body=v1_with(SeniorCitizen="often"), check=_names("SeniorCitizen")),
         Attack("unknown-category", "transformer", "gateway", "POST", PREDICT, 400, "unknown_value",
-               key="predict", body=v1_with(Contract="<script>alert(1)</script>"), check=_small,
-               awaits_transformer=True),
+               key="predict", body=v1_with(Contract="<script>alert(1)</script>"), check=_small),
         Attack("out-of-range", "transformer", "gateway", "POST", PREDICT, 400, "out_of_range",
-               key="predict", body=v1_with(tenure=-3), check=_names("tenure"), awaits_transformer=True),
+               key="predict", body=v1_with(tenure=-3), check=_names("tenure")),
         Attack("empty-batch", "transformer", "gateway", "POST", PREDICT, 400, "empty_batch", key="predict",
-               body=v1_body([]), awaits_transformer=True),
+               body=v1_body([])),
         Attack("batch-too-large", "transformer", "gateway", "POST", PREDICT, 400, "batch_too_large",
-               key="predict", body=lambda: v1_body(customers(1001)), awaits_transformer=True),
+               key="predict", body=lambda: v1_body(customers(1001))),
         Attack("huge-request-id", "transformer", "gateway", "POST", INFER, 200, None, key="predict",
                headers={"x-request-id": "r" * 8000}, body=good, check=_request_id_not_echoed("r" * 8000)),
         Attack("non-printable-request-id", "transformer", "gateway", "POST", INFER, 200, None,
@@ -541,11 +530,11 @@ def _repository_cases() -> Iterator[Attack]:
     the model out of service (issue 10, point 3) and would fail every later case; the load puts it back."""
     yield from (
         Attack("repository-unload", "transformer", "gateway", "POST", "/v2/repository/models/churn/unload",
-               404, "not_found", key="admin", body=b"{}", awaits_transformer=True),
+               404, "not_found", key="admin", body=b"{}"),
         Attack("repository-load", "transformer", "gateway", "POST", "/v2/repository/models/churn/load", 404,
-               "not_found", key="admin", body=b"{}", awaits_transformer=True),
+               "not_found", key="admin", body=b"{}"),
         Attack("repository-index", "transformer", "gateway", "POST", "/v2/repository/index", 404,
-               "not_found", key="admin", body=b"{}", awaits_transformer=True),
+               "not_found", key="admin", body=b"{}"),
     )  # fmt: skip
 
 

@@ -2,10 +2,7 @@
 predictor, transformer, detector, the real authorizer with the real Redis, behind the mesh stand-in),
 each with the exact status and error `code` it must get, and no 5xx anywhere.
 
-The cases live in tests/security/attacks.py (what each sends, where, and why there). The transformer cases
-that only its boundary rewrite (branch wt-transformer) makes pass are strict xfails through
-AWAITS_TRANSFORMER: empty that tuple when the rewrite is merged and they all count, in the final 5xx check
-too.
+The cases live in tests/security/attacks.py (what each sends, where, and why there).
 
     .venv/bin/pytest tests/security/test_attack_suite.py -q --durations=5
 """
@@ -26,17 +23,13 @@ from scripts.load.payloads import v2_body
 from tests.security.attacks import CASES, INFER, Answer, Attack, customers, presented, send
 from tests.support.services import ensure_redis, predictor_python, unavailable
 
-AWAITS_TRANSFORMER: tuple[pytest.MarkDecorator, ...] = (
-    pytest.mark.xfail(reason="transformer boundary rewrite (wt-transformer) not merged", strict=True),
-)
-
 
 @dataclass
 class Suite:
     stack: LocalStack
     keys: dict[str, str]
-    # (case id, status, excused): every answer of the module; `excused` while its case awaits the rewrite
-    answers: list[tuple[str, int, bool]] = field(default_factory=list)
+    # (case id, status): every answer of the module
+    answers: list[tuple[str, int]] = field(default_factory=list)
 
 
 def _keys() -> dict[str, NewKey]:
@@ -87,12 +80,7 @@ def suite(trained_model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 
 
 def _params() -> list[object]:
-    return [
-        pytest.param(
-            case, id=f"{case.service}:{case.id}", marks=AWAITS_TRANSFORMER if case.awaits_transformer else ()
-        )
-        for case in CASES
-    ]
+    return [pytest.param(case, id=f"{case.service}:{case.id}") for case in CASES]
 
 
 def _base(suite: Suite, case: Attack) -> str:
@@ -106,7 +94,6 @@ def _base(suite: Suite, case: Attack) -> str:
 
 @pytest.mark.parametrize("case", _params())
 def test_attack(suite: Suite, case: Attack) -> None:
-    excused = case.awaits_transformer and bool(AWAITS_TRANSFORMER)
     if case.before is not None:
         case.before(suite)
     target, headers = presented(case, suite.keys[case.key] if case.key else None)
@@ -114,7 +101,7 @@ def test_attack(suite: Suite, case: Attack) -> None:
     answers: list[Answer] = []
     for _ in range(case.repeat):
         answer = send(_base(suite, case), case.method, target, headers, body, chunked=case.chunked)
-        suite.answers.append((case.id, answer.status, excused))
+        suite.answers.append((case.id, answer.status))
         answers.append(answer)
     *earlier, last = answers
     assert [a.status for a in earlier] == [200] * len(earlier), [a.body for a in earlier]
@@ -138,7 +125,7 @@ def test_no_answer_was_a_5xx(suite: Suite) -> None:
     """Runs after the cases (file order): every answer any of them got, repeats included."""
     if not suite.answers:
         pytest.skip("no case ran (selected alone)")
-    failed = [(case, status) for case, status, excused in suite.answers if status >= 500 and not excused]
+    failed = [(case, status) for case, status in suite.answers if status >= 500]
     assert not failed
 
 

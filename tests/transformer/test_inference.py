@@ -16,7 +16,7 @@ import pytest
 from churn_core.artefact import load_model
 from churn_core.contract import Encoder, FeatureContract
 from tests.support.services import wait_until
-from tests.transformer.conftest import v2_outputs, v2_request
+from tests.transformer.conftest import EventSink, v2_outputs, v2_request
 
 pytestmark = pytest.mark.integration
 
@@ -206,7 +206,7 @@ def test_predict_v1_rejects_bad_customer(client, customers, changes, reason, men
     )
     assert response.status_code == 400, response.text
     body = response.json()
-    assert body["reason"] == reason
+    assert body["code"] == reason
     assert "instances[1]" in body["error"]
     for word in mentions:
         assert word in body["error"]
@@ -219,7 +219,7 @@ def test_infer_v2_rejects_bad_customer(client, customers, changes, reason, menti
     response = client.post("/v2/models/churn/infer", json=v2_request([_mutated(customers[1], **changes)]))
     assert response.status_code == 400, response.text
     body = response.json()
-    assert body["reason"] == reason
+    assert body["code"] == reason
     for word in mentions:
         assert word in body["error"]
 
@@ -231,7 +231,7 @@ def test_infer_rejects_unknown_contract_value(client, customers):
     ):
         response = client.post(path, json=body)
         assert response.status_code == 400
-        assert response.json()["reason"] == "unknown_value"
+        assert response.json()["code"] == "unknown_value"
         assert "Contract" in response.json()["error"]
         assert "'Weekly'" in response.json()["error"]
 
@@ -246,7 +246,7 @@ def test_non_finite_numbers_are_rejected_naming_the_field(client, customers, tok
         "/v1/models/churn:predict", content=v1, headers={"content-type": "application/json"}
     )
     assert response.status_code == 400
-    assert response.json()["reason"] == "not_finite"
+    assert response.json()["code"] == "not_finite"
     assert "MonthlyCharges" in response.json()["error"]
     body = v2_request([customers[0]])
     text = json.dumps(body).replace("[29.85]", f"[{token}]")
@@ -255,7 +255,7 @@ def test_non_finite_numbers_are_rejected_naming_the_field(client, customers, tok
         "/v2/models/churn/infer", content=text, headers={"content-type": "application/json"}
     )
     assert response.status_code == 400
-    assert response.json()["reason"] == "not_finite"
+    assert response.json()["code"] == "not_finite"
     assert "MonthlyCharges" in response.json()["error"]
 
 
@@ -264,26 +264,26 @@ def test_non_finite_numbers_are_rejected_naming_the_field(client, customers, tok
 def test_malformed_json_is_a_400(client, path, body):
     response = client.post(path, content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400
-    assert response.json()["reason"] == "malformed_json"
+    assert response.json()["code"] == "malformed_json"
 
 
 def test_empty_batch_is_rejected(client, customers):
     response = client.post("/v1/models/churn:predict", json={"instances": []})
-    assert (response.status_code, response.json()["reason"]) == (400, "empty_batch")
+    assert (response.status_code, response.json()["code"]) == (400, "empty_batch")
     empty = v2_request([customers[0]])
     for tensor in empty["inputs"]:
         tensor["shape"], tensor["data"] = [0], []
     response = client.post("/v2/models/churn/infer", json=empty)
-    assert (response.status_code, response.json()["reason"]) == (400, "empty_batch")
+    assert (response.status_code, response.json()["code"]) == (400, "empty_batch")
 
 
 def test_batch_over_the_maximum_is_rejected(client, customers):
     too_many = (customers * 2)[:1001]
     response = client.post("/v1/models/churn:predict", json={"instances": too_many})
-    assert (response.status_code, response.json()["reason"]) == (400, "batch_too_large")
+    assert (response.status_code, response.json()["code"]) == (400, "batch_too_large")
     assert "1000" in response.json()["error"]
     response = client.post("/v2/models/churn/infer", json=v2_request(too_many))
-    assert (response.status_code, response.json()["reason"]) == (400, "batch_too_large")
+    assert (response.status_code, response.json()["code"]) == (400, "batch_too_large")
 
 
 def test_exactly_the_maximum_batch_is_served(client, customers):
@@ -325,7 +325,7 @@ def test_infer_v2_rejects_tensor_problems(client, customers):
     for body, reason, mention in cases:
         response = client.post("/v2/models/churn/infer", json=body)
         assert response.status_code == 400, (body, response.text)
-        assert response.json()["reason"] == reason, response.text
+        assert response.json()["code"] == reason, response.text
         assert mention in response.json()["error"], response.text
 
 
@@ -467,6 +467,13 @@ def test_metrics_add_up_across_worker_processes(transformer, customers, trained_
         assert "request_predict_seconds_count" in after  # KServe's own metrics are still there
 
 
+def _events_of(event_sink: EventSink, body: bytes) -> list[tuple[dict[str, str], bytes]]:
+    """Both events of the request whose body was `body` (found by the request event, then its ce-id)."""
+    with event_sink.lock:
+        request = next((h for h, payload in event_sink.events if payload == body), None)
+    return [] if request is None else event_sink.with_id(request["ce-id"])
+
+
 def test_payload_logger_posts_cloudevents_like_the_kserve_agent(client, customers, event_sink):
     body = json.dumps({"instances": [customers[3]]}).encode()
     response = client.post(
@@ -475,13 +482,14 @@ def test_payload_logger_posts_cloudevents_like_the_kserve_agent(client, customer
         headers={"content-type": "application/json", "ce-id": "evt-0001"},
     )
     assert response.status_code == 200
-    wait_until(lambda: len(event_sink.with_id("evt-0001")) == 2, 10, "request and response events")
-    events = {headers["ce-type"]: (headers, payload) for headers, payload in event_sink.with_id("evt-0001")}
+    wait_until(lambda: len(_events_of(event_sink, body)) == 2, 10, "request and response events")
+    events = {headers["ce-type"]: (headers, payload) for headers, payload in _events_of(event_sink, body)}
     assert set(events) == {
         "org.kubeflow.serving.inference.request",
         "org.kubeflow.serving.inference.response",
     }
     for headers, _ in events.values():
+        assert headers["ce-id"] != "evt-0001"  # made by the transformer, never the client's
         assert headers["ce-specversion"] == "1.0"
         assert headers["ce-source"] == "http://localhost:9081/"
         assert headers["ce-inferenceservicename"] == "churn"
@@ -493,38 +501,51 @@ def test_payload_logger_posts_cloudevents_like_the_kserve_agent(client, customer
         assert "authorization" not in headers
     assert events["org.kubeflow.serving.inference.request"][1] == body
     assert json.loads(events["org.kubeflow.serving.inference.response"][1]) == response.json()
+    assert {headers["ce-id"] for headers, _ in events.values()} == {response.headers["x-event-id"]}
 
 
 def test_payload_logger_sends_no_response_event_for_a_rejected_request(client, customers, event_sink):
+    body = json.dumps({"instances": [_mutated(customers[3], tenure=-4)]}).encode()
     response = client.post(
-        "/v1/models/churn:predict",
-        json={"instances": [_mutated(customers[3], tenure=-4)]},
-        headers={"ce-id": "evt-bad"},
+        "/v1/models/churn:predict", content=body, headers={"content-type": "application/json"}
     )
     assert response.status_code == 400
-    wait_until(lambda: len(event_sink.with_id("evt-bad")) >= 1, 10, "the request event")
+    wait_until(lambda: len(_events_of(event_sink, body)) >= 1, 10, "the request event")
     time.sleep(0.5)
-    assert [h["ce-type"] for h, _ in event_sink.with_id("evt-bad")] == [
+    assert [h["ce-type"] for h, _ in _events_of(event_sink, body)] == [
         "org.kubeflow.serving.inference.request"
     ]
 
 
-def test_payload_logger_makes_one_shared_id_per_request(client, customers, event_sink):
-    body = json.dumps({"instances": [customers[4]], "note": None}).replace(', "note": null', "").encode()
-    body = body.replace(b'"instances"', b'"instances" ')  # a body no other test sends
-    response = client.post(
-        "/v1/models/churn:predict", content=body, headers={"content-type": "application/json"}
-    )
-    assert response.status_code == 200
+def test_payload_logger_makes_one_new_id_per_request_whatever_the_client_sends(client, customers, event_sink):
+    bodies = []
+    for index in range(2):  # the same ce-id twice: two events pairs with ids of their own
+        body = (
+            json.dumps({"instances": [customers[4 + index]]}).replace('"instances"', '"instances" ').encode()
+        )
+        response = client.post(
+            "/v1/models/churn:predict",
+            content=body,
+            headers={"content-type": "application/json", "ce-id": "reused"},
+        )
+        assert response.status_code == 200
+        bodies.append(body)
+    for body in bodies:
+        wait_until(lambda body=body: len(_events_of(event_sink, body)) == 2, 10, "both events with one id")
+    ids = {_events_of(event_sink, body)[0][0]["ce-id"] for body in bodies}
+    assert len(ids) == 2
+    for event_id in ids:
+        assert re.fullmatch(r"[0-9a-f-]{36}", event_id)
+    assert event_sink.with_id("reused") == []
 
-    def request_event() -> dict[str, str] | None:
-        with event_sink.lock:
-            return next((h for h, payload in event_sink.events if payload == body), None)
 
-    wait_until(lambda: request_event() is not None, 10, "the request event")
-    event = request_event()
-    assert event is not None
-    assert re.fullmatch(r"[0-9a-f-]{36}", event["ce-id"])
-    wait_until(
-        lambda: len(event_sink.with_id(event["ce-id"])) == 2, 10, "the response event with the same id"
+def test_payload_logger_posts_nothing_for_a_body_refused_before_reading(transformer, event_sink):
+    before = len(event_sink.events)
+    response = httpx.post(
+        f"{transformer.url}/v2/models/churn/infer",
+        content=b"x" * (4 * 1024 * 1024 + 1),
+        headers={"content-type": "application/json"},
     )
+    assert (response.status_code, response.json()["code"]) == (413, "payload_too_large")
+    time.sleep(0.5)
+    assert not any(len(body) > 4 * 1024 * 1024 for _, body in event_sink.events[before:])

@@ -9,7 +9,6 @@ import pytest
 from pydantic import ValidationError
 
 from churn_core.contract import CategoryField, Encoder, FeatureContract
-from churn_transformer.main import resolve_protocol
 from churn_transformer.validation import InvalidRequestError, RequestValidator, customer_model
 from tests.support.customers import customer_from_row
 
@@ -118,14 +117,6 @@ def test_bytes_values_from_binary_tensors_are_decoded(validator, customer):
     assert len(validator.parse_v2(inputs)) == 1
 
 
-@pytest.mark.parametrize(
-    ("setting", "argument", "expected"),
-    [(None, "v1", "grpc-v2"), (None, "v2", "v2"), (None, "grpc-v2", "grpc-v2"), ("v2", "grpc-v2", "v2")],
-)
-def test_hop_protocol_resolution(setting, argument, expected):
-    assert resolve_protocol(setting, argument) == expected
-
-
 def test_factor_formatter_gives_what_the_explainer_gives(validator, contract, telco_rows):
     from churn_core.explain import Explainer
     from churn_transformer.engine import FactorFormatter
@@ -165,6 +156,6 @@ def test_column_validation_builds_the_encoders_batch(validator, contract, telco_
     ],
 )
 def test_grpc_address_gets_kserves_default_port(host, address):
-    from churn_transformer.predictor import grpc_address
+    from churn_transformer.engine import grpc_address
 
     assert grpc_address(host) == address

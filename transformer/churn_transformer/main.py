@@ -1,9 +1,12 @@
 """Entry point of the transformer process (`python -m churn_transformer`, `churnops transformer`).
 
-Accepts KServe's standard model-server arguments (KServe injects `--model_name` and `--predictor_host`
-into transformer containers; `--http_port`, `--workers`, `--predictor_protocol` ... work as usual) and
-reads the rest from `TransformerSettings` (CHURNOPS_*). Exit code 2 with a one-line reason when the
-transformer must not serve: unreadable artefact, no predictor, or a predictor at another model version.
+Accepts KServe's model-server arguments (KServe injects `--model_name`, `--predictor_host`, `--http_port`,
+`--workers` and `--predictor_protocol` into transformer containers; the hop is always gRPC v2) and reads
+the rest from `TransformerSettings` (CHURNOPS_TRANSFORMER_*). Exit code 2 with a one-line reason when the
+transformer must not serve: invalid settings, an artefact that is not the pinned one or unreadable, no
+predictor, or a predictor at another model version. Then uvicorn serves app.py: in this process with one
+worker, else in `--workers` processes (each builds its model; metrics add up through prometheus-client's
+multiprocess mode). SIGTERM drains (app.py).
 """
 
 from __future__ import annotations
@@ -24,39 +27,21 @@ def _one_thread_per_worker() -> None:
         os.environ.setdefault(variable, "1")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from kserve import model_server
+def build_parser(default_port: int) -> argparse.ArgumentParser:
+    from churn_transformer.internals import model_server_parser
 
     parser = argparse.ArgumentParser(
         prog="churn-transformer",
-        parents=[model_server.parser],
+        parents=[model_server_parser()],
         description="ChurnOps KServe transformer (model `churn`); settings from CHURNOPS_* variables.",
     )
-    # Our defaults where KServe's do not fit a transformer: no gRPC server of its own, no second latency
-    # log line per request (the request log carries latency), our own logging set-up.
-    from churn_transformer.settings import get_settings
-
-    parser.set_defaults(
-        enable_grpc=False,
-        enable_latency_logging=False,
-        configure_logging=False,
-        http_port=get_settings().http_port,
-    )
+    parser.set_defaults(http_port=default_port)
     return parser
-
-
-def resolve_protocol(setting: str | None, argument: str | None) -> str:
-    """CHURNOPS_TRANSFORMER_PREDICTOR_PROTOCOL, else a v2 --predictor_protocol, else gRPC v2. MLServer has no v1."""
-    if setting:
-        return setting
-    if argument in ("v2", "grpc-v2"):
-        return argument
-    return "grpc-v2"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     _one_thread_per_worker()
-    from churn_transformer.metrics import MULTIPROC_ENV, prepare_multiprocess_dir, remove_multiprocess_dir
+    from churn_transformer.telemetry import MULTIPROC_ENV, prepare_multiprocess_dir, remove_multiprocess_dir
 
     # Before anything imports prometheus_client (kserve does): several workers need multiprocess metrics.
     workers = argparse.ArgumentParser(add_help=False)
@@ -71,36 +56,55 @@ def main(argv: Sequence[str] | None = None) -> int:
             remove_multiprocess_dir(metrics_dir)
 
 
-def _serve(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+def _settings() -> object:
+    from pydantic import ValidationError
 
-    import structlog
-
-    from churn_transformer.model import ChurnTransformer
-    from churn_transformer.predictor import StartupError
-    from churn_transformer.server import ChurnModelServer, configure_process_logging
     from churn_transformer.settings import get_settings
 
-    settings = get_settings()
+    try:
+        return get_settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"CHURNOPS_TRANSFORMER_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()
+        )
+        return f"invalid settings: {problems}"
+
+
+def _serve(argv: Sequence[str] | None) -> int:
+    settings = _settings()
+    if isinstance(settings, str):
+        print(f"churn-transformer: {settings}", file=sys.stderr)
+        return 2
+    from churn_transformer.settings import TransformerSettings
+
+    assert isinstance(settings, TransformerSettings)
+    args = build_parser(settings.http_port).parse_args(list(argv) if argv is not None else None)
+
+    import structlog
+    import uvicorn
+
+    from churn_transformer.app import TransformerApp, configure_process_logging, tune_garbage_collector
+    from churn_transformer.engine import StartupError
+    from churn_transformer.model import ChurnTransformer
+
     configure_process_logging(settings.log_level)
     log = structlog.get_logger("churn_transformer")
-    protocol = resolve_protocol(settings.predictor_protocol, args.predictor_protocol)
     predictor_host = args.predictor_host or settings.predictor_host
-    model_name = args.model_name if args.model_name != "model" else DEFAULT_MODEL_NAME
+    model_name = args.model_name if args.model_name != "model" else settings.model_name
+    if args.predictor_protocol != "grpc-v2":  # KServe's default is v1, which MLServer does not speak
+        log.info("the hop to the predictor is gRPC v2", predictor_protocol_argument=args.predictor_protocol)
     try:
         if not predictor_host:
             raise StartupError(
                 "no predictor: pass --predictor_host HOST:PORT or set CHURNOPS_TRANSFORMER_PREDICTOR_HOST"
             )
-        model = ChurnTransformer(model_name, settings, protocol, predictor_host)
+        model = ChurnTransformer(model_name, settings, predictor_host)
         log.info(
             "transformer starting",
             model=model_name,
             model_version=model.version,
             model_dir=str(settings.model_dir),
             predictor=predictor_host,
-            predictor_protocol=protocol,
             workers=args.workers,
         )
         model.load()
@@ -108,20 +112,24 @@ def _serve(argv: Sequence[str] | None) -> int:
         log.error("transformer refused to start", reason=str(error))
         print(f"churn-transformer: {error}", file=sys.stderr)
         return 2
-    server = ChurnModelServer(
-        settings,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        workers=args.workers,
-        max_threads=args.max_threads,
-        max_asyncio_workers=args.max_asyncio_workers,
-        enable_grpc=args.enable_grpc,
-        enable_docs_url=args.enable_docs_url,
-        enable_latency_logging=args.enable_latency_logging,
-        access_log_format=args.access_log_format,
-        event_loop=args.event_loop,
-        timeout_keep_alive=args.timeout_keep_alive,
-    )
+    common: dict[str, object] = {
+        "host": settings.host,
+        "port": args.http_port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": max(1, round(settings.drain_timeout_s)),
+        "timeout_keep_alive": args.timeout_keep_alive,
+        "lifespan": "on",
+        "loop": args.event_loop,
+    }
     log.info("transformer ready", host=settings.host, port=args.http_port, model_version=model.version)
-    server.start([model])
+    if args.workers > 1:
+        # Each worker process builds its own app (app.worker_app) from the environment.
+        os.environ["CHURNOPS_TRANSFORMER_MODEL_NAME"] = model_name
+        os.environ["CHURNOPS_TRANSFORMER_PREDICTOR_HOST"] = predictor_host
+        uvicorn.run("churn_transformer.app:worker_app", factory=True, workers=args.workers, **common)  # type: ignore[arg-type]
+    else:
+        app = TransformerApp(model, settings)
+        tune_garbage_collector()
+        uvicorn.run(app, **common)  # type: ignore[arg-type]
     return 0

@@ -1,9 +1,12 @@
 """The KServe transformer: raw customers in, validated and encoded, scored by the predictor, explained out.
 
-`ChurnTransformer` is a `kserve.Model` (name `churn`) that KServe's ModelServer serves on the v1
-(`/v1/models/churn:predict`) and v2 (`/v2/models/churn/infer`) routes. Everything it needs comes from the
-artefact directory the predictor loads too (KServe's /mnt/models): the feature contract (fields, encoding,
-threshold, risk bands, reason codes) and the model version, checked against the predictor at start.
+`ChurnTransformer` is a `kserve.Model` (name `churn`): app.py calls it (`Model.__call__`: preprocess →
+validate → predict → postprocess, each timed by KServe) for the v1 (`/v1/models/churn:predict`) and v2
+(`/v2/models/churn/infer`) routes. Everything it needs comes from the artefact directory the predictor
+loads too (KServe's /mnt/models): the feature contract (fields, encoding, threshold, risk bands, reason
+codes) and the model version, checked against the predictor at start. With
+`CHURNOPS_TRANSFORMER_ARTEFACT_SHA256` set, `manifest.json` must have that sha256 before anything else is
+read (the rollout pins it, as for the predictor).
 """
 
 from __future__ import annotations
@@ -16,24 +19,25 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kserve import Model
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from churn_core.artefact import MODEL_SETTINGS_FILE, ArtefactError, verify_artefact
+from churn_core.artefact import MODEL_SETTINGS_FILE, ArtefactError, sha256_of, verify_artefact
 from churn_core.contract import FeatureContract
 from churn_core.decision import ANSWER_FIELDS
-from churn_transformer import context
-from churn_transformer.engine import Scored, Scorer
-from churn_transformer.metrics import get_metrics, start_metrics
-from churn_transformer.predictor import (
+from churn_transformer import telemetry
+from churn_transformer.engine import (
+    GrpcPredictor,
     PredictorTarget,
+    PredictorUnavailableError,
+    Scored,
+    Scorer,
     StartupError,
-    make_client,
     wait_for_predictor,
 )
-from churn_transformer.routes import V2Request
+from churn_transformer.internals import InferOutput, InferResponse, Model
 from churn_transformer.settings import TransformerSettings
-from churn_transformer.validation import InvalidRequestError, ParsedRequest, RequestValidator
+from churn_transformer.validation import InvalidRequestError, ParsedRequest, RequestValidator, V2Request
+
+MANIFEST_FILE = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,21 @@ class Prepared:
     outputs: list[str] | None = None
 
 
+def check_pin(directory: Path, expected: str | None) -> None:
+    """Refuse an artefact whose manifest is not the one the deployment pinned (before reading anything)."""
+    if not expected:
+        return
+    try:
+        actual = sha256_of(directory / MANIFEST_FILE)
+    except OSError as error:
+        raise StartupError(f"cannot read {directory / MANIFEST_FILE}: {error.strerror or error}") from None
+    if actual != expected.lower():
+        raise StartupError(
+            f"artefact pin mismatch: {directory / MANIFEST_FILE} has sha256 {actual}, "
+            f"CHURNOPS_TRANSFORMER_ARTEFACT_SHA256 pins {expected}; refusing to start"
+        )
+
+
 @dataclass(frozen=True)
 class Artefact:
     """What the transformer reads from the artefact directory, once, at start."""
@@ -55,7 +74,8 @@ class Artefact:
     version: str
 
     @classmethod
-    def read(cls, directory: Path) -> Artefact:
+    def read(cls, directory: Path, pin: str | None = None) -> Artefact:
+        check_pin(directory, pin)
         try:
             verify_artefact(directory)
             contract = FeatureContract.load(directory)
@@ -72,70 +92,47 @@ class Artefact:
 
 
 class ChurnTransformer(Model):  # type: ignore[misc]
-    def __init__(self, name: str, settings: TransformerSettings, protocol: str, predictor_host: str) -> None:
+    def __init__(self, name: str, settings: TransformerSettings, predictor_host: str) -> None:
         super().__init__(name)
         self.settings = settings
-        self.protocol = protocol
         self.predictor_host = predictor_host
-        self._build()
-
-    def _build(self) -> None:
-        """Everything derived from the artefact; runs in every worker process (see __setstate__)."""
-        self.artefact = Artefact.read(self.settings.model_dir)
+        self.artefact = Artefact.read(settings.model_dir, settings.artefact_sha256)
         self.version = self.artefact.version
         contract = self.artefact.contract
         self.target = PredictorTarget(
-            host=self.predictor_host,
+            host=predictor_host,
             model_name=self.artefact.predictor_model,
             model_version=self.version,
-            timeout_s=self.settings.predictor_timeout_s,
+            timeout_s=settings.predictor_timeout_s,
         )
         self.scorer = Scorer(
             contract,
-            make_client(self.protocol, self.target),
-            max_rows=self.settings.batch_max_rows,
-            wait_s=self.settings.batch_wait_ms / 1000.0,
-            concurrency=self.settings.predictor_concurrency,
+            GrpcPredictor(self.target),
+            max_rows=settings.batch_max_rows,
+            wait_s=settings.batch_wait_ms / 1000.0,
+            concurrency=settings.predictor_concurrency,
         )
-        self.validator = RequestValidator(contract, self.scorer.encoder, self.settings.max_batch)
+        self.validator = RequestValidator(contract, self.scorer.encoder, settings.max_batch)
         self._predictor_ok = False
         self._checked_at = float("-inf")
         self._check: asyncio.Future[None] | None = None
-        start_metrics(self.version)
-
-    # KServe pickles registered models into its worker processes (`--workers N`, spawn): send only the
-    # settings and rebuild from the artefact there (the validator's generated pydantic class and the
-    # playbook's closures do not pickle, and sockets must be opened in the worker's own event loop).
-    def __getstate__(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "settings": self.settings,
-            "protocol": self.protocol,
-            "predictor_host": self.predictor_host,
-            "ready": self.ready,
-            "enable_latency_logging": self.enable_latency_logging,
-        }
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        Model.__init__(self, state["name"])
-        self.settings = state["settings"]
-        self.protocol = state["protocol"]
-        self.predictor_host = state["predictor_host"]
-        self.enable_latency_logging = state["enable_latency_logging"]
-        self._build()
-        self.ready = state["ready"]
+        telemetry.start_metrics(self.version)
 
     def load(self) -> bool:
         """Start-up gate: the predictor must serve this artefact's model version (raises StartupError)."""
-        wait_for_predictor(self.protocol, self.target, self.settings.startup_timeout_s)
-        self.ready = True
-        self._predictor_ok, self._checked_at = True, time.monotonic()
+        wait_for_predictor(self.target, self.settings.startup_timeout_s)
+        self.mark_ready()
         return True
 
+    def mark_ready(self) -> None:
+        """In a worker process, after the main process's start-up gate passed."""
+        self.ready = True
+        self._predictor_ok, self._checked_at = True, time.monotonic()
+
     async def healthy(self) -> bool:
-        """Ready only with a contract and a predictor that answers for our version. KServe asks on every
-        inference request too, so an answer is reused for `health_cache_s`, and concurrent callers share
-        one check in flight."""
+        """Ready only with a contract and a predictor that answers for our version. Asked on every
+        inference request too (after validation), so an answer is reused for `health_cache_s`, and
+        concurrent callers share one check in flight."""
         if not self.ready:
             return False
         if time.monotonic() - self._checked_at >= self.settings.health_cache_s:
@@ -155,29 +152,11 @@ class ChurnTransformer(Model):  # type: ignore[misc]
         return payload  # preprocess has validated it already (KServe's check would inspect a dict)
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Prepared:
-        """v2 arrives as our routes' `V2Request` (or KServe's `InferRequest`), v1 as the decoded body."""
-        record = context.current()
-        if isinstance(payload, V2Request | InferRequest):
-            if record is not None:
-                record.protocol = "v2"
-            if isinstance(payload, V2Request):
-                inputs, request_id, outputs = payload.inputs, payload.id, payload.outputs
-            else:
-                inputs = [
-                    (i.name, i.datatype, i.shape, i.data if i.data is not None else i.as_numpy())
-                    for i in payload.inputs
-                ]
-                request_id = payload.id
-                outputs = [o.name for o in payload.request_outputs] if payload.request_outputs else None
-            prepared = Prepared("v2", self.validator.parse_v2(inputs), request_id, outputs)
+        """v2 arrives as validation.V2Request, v1 as the decoded JSON body."""
+        record = telemetry.current()
+        if isinstance(payload, V2Request):
+            prepared = Prepared("v2", self.validator.parse_v2(payload.inputs), payload.id, payload.outputs)
         else:
-            if record is not None:
-                record.protocol = "v1"
-            if isinstance(payload, bytes | bytearray | str):
-                try:
-                    payload = orjson.loads(payload)
-                except orjson.JSONDecodeError as error:
-                    raise InvalidRequestError("malformed_json", f"body is not valid JSON: {error}") from None
             prepared = Prepared("v1", self.validator.parse_v1(payload))
         if record is not None:
             record.batch_size = len(prepared.parsed)
@@ -186,6 +165,8 @@ class ChurnTransformer(Model):  # type: ignore[misc]
     async def predict(
         self, payload: Prepared, headers: dict[str, str] | None = None, response_headers: Any = None
     ) -> tuple[Prepared, Scored]:
+        if not await self.healthy():  # after validation: an invalid request gets its 400 all the same
+            raise PredictorUnavailableError("the churn model is temporarily unavailable; retry shortly")
         return payload, await self.scorer.score(payload.parsed.batch)
 
     async def postprocess(
@@ -194,8 +175,8 @@ class ChurnTransformer(Model):  # type: ignore[misc]
         prepared, scored = result
         predictions = [bool(p) for p in scored.predictions]
         probabilities = [float(p) for p in scored.probabilities]
-        get_metrics().record_answers(probabilities, predictions, scored.risk_levels, scored.actions)
-        record = context.current()
+        telemetry.get_metrics().record_answers(probabilities, predictions, scored.risk_levels, scored.actions)
+        record = telemetry.current()
         if record is not None:
             record.model_version = self.version
             record.customers = [

@@ -1,19 +1,18 @@
 """Settings of the transformer: one typed object, read once from CHURNOPS_TRANSFORMER_* environment variables.
 
 KServe passes `--model_name`, `--predictor_host`, `--http_port`, `--workers`... as command-line arguments
-(kserve.model_server's parser); those win over the environment for the values they carry.
+(kserve.model_server's parser); those win over the environment for the values they carry. The hop to the
+predictor is always gRPC v2 (raw FP64 tensors: no JSON encoding of 47 floats per customer on either side,
+and the predictor's gRPC path is about twice as fast as its REST path; README, benchmark).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-HopProtocol = Literal["grpc-v2", "v2"]
 
 
 class TransformerSettings(BaseSettings):
@@ -28,13 +27,17 @@ class TransformerSettings(BaseSettings):
     http_port: int = Field(default=8080, ge=1, le=65535, description="default of --http_port")
     log_level: str = Field(default="INFO", description="log level of the JSON log lines")
 
+    model_name: str = Field(
+        default="churn", description="the served model's name (KServe's --model_name wins)"
+    )
     predictor_host: str | None = Field(
         default=None, description="host:port of the predictor (KServe's --predictor_host wins)"
     )
-    # gRPC v2 with raw FP64 tensors: no JSON encoding of 47 floats per customer on either side, and the
-    # predictor's gRPC path is about twice as fast as its REST path (measured: README, benchmark).
-    predictor_protocol: HopProtocol | None = Field(
-        default=None, description="hop to the predictor: grpc-v2 (default) or v2 (REST)"
+    artefact_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="sha256 of the artefact's manifest.json the deployment pins (churnops rollout writes "
+        "it); when set, any other artefact is refused at start (exit 2)",
     )
     predictor_timeout_s: float = Field(default=10.0, gt=0.0, description="one predictor call")
     startup_timeout_s: float = Field(
@@ -45,6 +48,19 @@ class TransformerSettings(BaseSettings):
     )
 
     max_batch: int = Field(default=1000, ge=1, description="most customers accepted in one request")
+    max_body_bytes: int = Field(
+        default=4 << 20, ge=1024, description="largest request body accepted (413 payload_too_large above)"
+    )
+    max_json_depth: int = Field(
+        default=32,
+        ge=4,
+        description="deepest JSON nesting accepted (400 json_too_deep above), checked before parsing",
+    )
+    drain_timeout_s: float = Field(
+        default=30.0,
+        ge=0.0,
+        description="on SIGTERM: how long to finish requests in flight and flush payload-log events",
+    )
     # Micro-batching: while a predictor call is in flight, arriving requests queue and go together in the
     # next call (up to batch_max_rows customers); batch_wait_ms adds an optional wait to fill a call.
     batch_max_rows: int = Field(default=1000, ge=1, description="most customers in one predictor call")
@@ -65,6 +81,19 @@ class TransformerSettings(BaseSettings):
     )
     payload_logger_queue: int = Field(
         default=1000, ge=1, description="payload-log events waiting to be posted before new ones are dropped"
+    )
+    payload_logger_max_bytes: int = Field(
+        default=64 << 20,
+        ge=1,
+        description="payload-log event bodies waiting to be posted, in bytes, before new ones are dropped",
+    )
+    payload_logger_workers: int = Field(
+        default=5, ge=1, description="payload-log events posted at once (KServe's agent: 5)"
+    )
+    payload_logger_retries: int = Field(
+        default=3,
+        ge=0,
+        description="retries of a failed payload-log post (with backoff) before it is dropped",
     )
     inference_service: str = Field(default="churn", description="ce-inferenceservicename of the events")
     namespace: str = Field(default="default", description="ce-namespace of the events")

@@ -1,22 +1,36 @@
-"""Request validation: from a v1 or v2 request body to a validated, columnar batch of customers.
+"""Everything a request body must pass before scoring: bytes to JSON, JSON to v2 tensors, tensors (or v1
+instances) to a validated, columnar batch of customers.
 
-The pydantic model of one customer is generated once at start from the feature contract in the artefact
-(`pydantic.create_model`: `Literal[...]` for category fields, strict and bounded numbers), so the
+Body decoding (`decode_json`, `decode_v2`): the nesting depth is measured before any parser runs (a
+body deeper than `max_depth` is `json_too_deep`), then orjson; on failure the standard library, which
+accepts NaN/Infinity, so that validation can name the field holding one. The v2 document is read into
+plain tuples (name, datatype, shape, data): no pydantic model of the whole request. KServe's binary tensor
+extension (`inference-header-content-length`) is checked here (header JSON, shapes, sizes within the body)
+before KServe's `InferRequest.from_bytes` reads it.
+
+Customers: the pydantic model of one customer is generated once at start from the feature contract in the
+artefact (`pydantic.create_model`: `Literal[...]` for category fields, strict and bounded numbers), so the
 transformer accepts exactly the fields, values and ranges the served model was trained with. Every
-rejection is a `InvalidRequestError` with a metric-friendly `reason` and a message naming the field.
+rejection is an `InvalidRequestError` with a stable `code` (the error body's, and the `reason` label of
+churn_invalid_requests_total) and a message naming the field; names the client sent are `quoted()`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
+import orjson
 from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from churn_core.contract import CategoryField, CustomerBatch, Encoder, FeatureContract, NumberField
+from churn_core.errors import quoted
+from churn_core.jsonshape import json_depth
+from churn_transformer.internals import InferRequest
 
 MAX_REPORTED_ERRORS = 5
 ID_MAX_LENGTH = 128
@@ -43,15 +57,156 @@ _REASONS = {
 
 
 class InvalidRequestError(ValueError):
-    """A request the transformer refuses: HTTP 400 with `message`, counted under `reason`."""
+    """A request the transformer refuses: HTTP 400 with `message`, counted under `code`."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.code = code
         self.message = message
 
     def __str__(self) -> str:
         return self.message
+
+
+# ---- body decoding ------------------------------------------------------------------------------------------
+
+BINARY_HEADER = "inference-header-content-length"
+V2_FIELDS = frozenset({"id", "inputs", "outputs", "parameters"})
+Tensor = tuple[str, str, list[int], Any]
+
+
+def decode_json(body: bytes, max_depth: int, what: str = "body") -> Any:
+    depth = json_depth(body)
+    if depth > max_depth:
+        raise InvalidRequestError("json_too_deep", f"{what} nests {depth} levels deep; at most {max_depth}")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        first = str(error)
+    try:
+        return json.loads(body)  # accepts NaN and Infinity: validation then names the field
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidRequestError("malformed_json", f"{what} is not valid JSON: {first}") from None
+
+
+@dataclass(frozen=True)
+class V2Request:
+    """A decoded v2 request: tensors as (name, datatype, shape, data), as cheap as it gets."""
+
+    inputs: list[Tensor]
+    id: str | None = None
+    outputs: list[str] | None = None
+
+
+def _malformed(message: str) -> InvalidRequestError:
+    return InvalidRequestError("malformed_request", message)
+
+
+def _v2_input(index: int, tensor: Any, *, binary: bool = False) -> Tensor:
+    """One input tensor's (name, datatype, shape, data); messages are built only for a refusal."""
+    if not isinstance(tensor, dict):
+        raise _malformed(f"inputs[{index}]: must be a tensor object")
+    name, datatype, shape, data = (
+        tensor.get("name"),
+        tensor.get("datatype"),
+        tensor.get("shape"),
+        tensor.get("data"),
+    )
+    if not isinstance(name, str):
+        raise _malformed(f"inputs[{index}].name: required, a string")
+    if not isinstance(datatype, str):
+        raise _malformed(f"input {quoted(name)}: datatype required, a string")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise _malformed(f"input {quoted(name)}: shape required, a list of non-negative integers")
+    if not binary and not isinstance(data, list):
+        raise _malformed(f"input {quoted(name)}: data required, a list")
+    return name, datatype, shape, data
+
+
+def _v2_document(document: Any, what: str) -> tuple[list[Any], str | None, list[str] | None]:
+    if not isinstance(document, dict):
+        raise _malformed(f'{what} must be a JSON object {{"inputs": [...]}}')
+    unknown = sorted(str(key) for key in set(document) - V2_FIELDS)
+    if unknown:
+        raise InvalidRequestError(
+            "extra_field", f"unknown top-level field(s) {quoted(unknown)} in the v2 request"
+        )
+    inputs = document.get("inputs")
+    if not isinstance(inputs, list):
+        raise _malformed("inputs: required, a list of input tensors")
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise _malformed("id: must be a string")
+    outputs = document.get("outputs")
+    requested = None
+    if outputs is not None:
+        if not isinstance(outputs, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+        ):
+            raise _malformed('outputs: must be a list of {"name": ...}')
+        requested = [str(o["name"]) for o in outputs]
+    parameters = document.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise _malformed("parameters: must be an object")
+    return inputs, request_id, requested
+
+
+def decode_v2(body: bytes, headers: Mapping[str, str], model_name: str, max_depth: int) -> V2Request:
+    """A v2 request body (JSON, or KServe's binary tensor extension) as a `V2Request`."""
+    if BINARY_HEADER in headers:
+        return _decode_binary(body, headers[BINARY_HEADER], model_name, max_depth)
+    inputs, request_id, outputs = _v2_document(decode_json(body, max_depth), "body")
+    return V2Request([_v2_input(i, tensor) for i, tensor in enumerate(inputs)], request_id, outputs)
+
+
+def _binary_size(index: int, tensor: Any) -> int:
+    """Bytes of binary data one input of the binary extension takes after the header (0: JSON data)."""
+    _v2_input(index, tensor, binary=True)
+    parameters = tensor.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise _malformed(f"inputs[{index}].parameters: must be an object")
+    size = parameters.get("binary_data_size")
+    if size is None:
+        if not isinstance(tensor.get("data"), list):
+            raise _malformed(f"inputs[{index}]: data (a list) or parameters.binary_data_size required")
+        return 0
+    if type(size) is not int or size < 0:
+        raise _malformed(f"inputs[{index}].parameters.binary_data_size: must be a non-negative integer")
+    return size
+
+
+def _decode_binary(body: bytes, header_length: str, model_name: str, max_depth: int) -> V2Request:
+    text = header_length.strip()
+    if not text.isascii() or not text.isdigit():
+        raise _malformed(f"{BINARY_HEADER} must be a non-negative integer, got {quoted(header_length)}")
+    json_length = int(text)
+    if json_length > len(body):
+        raise _malformed(f"{BINARY_HEADER} is {json_length} but the body has {len(body)} bytes")
+    try:
+        document = decode_json(body[:json_length], max_depth, "the binary v2 header")
+    except InvalidRequestError as error:
+        if error.code == "malformed_json":  # the request is not JSON: its header is malformed
+            raise _malformed(error.message) from None
+        raise
+    inputs, _, _ = _v2_document(document, "the binary v2 header")
+    binary_bytes = sum(_binary_size(index, tensor) for index, tensor in enumerate(inputs))
+    if json_length + binary_bytes > len(body):
+        raise _malformed(
+            f"binary v2 request declares {json_length + binary_bytes} bytes but the body has {len(body)}"
+        )
+    try:
+        request = InferRequest.from_bytes(body, json_length, model_name)
+        tensors = [
+            (i.name, i.datatype, list(i.shape), i.data if i.data is not None else i.as_numpy())
+            for i in request.inputs
+        ]
+    except Exception as error:
+        raise _malformed(f"binary v2 request: {type(error).__name__}") from None
+    outputs = [o.name for o in request.request_outputs] if request.request_outputs else None
+    return V2Request(tensors, request.id, outputs)
+
+
+# ---- customers --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -106,8 +261,7 @@ def _field_annotation(field: Any) -> Any:
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return quoted(value)
 
 
 class RequestValidator:
@@ -132,6 +286,9 @@ class RequestValidator:
         self._codes = {
             spec.name: {v: code for code, v in enumerate(spec.values)} for spec in contract.category_fields
         }
+        # The contract computes these on each access: once here, not twice per request.
+        self._category_fields = contract.category_fields
+        self._number_fields = contract.number_fields
 
     # ---- shared -------------------------------------------------------------------------------------
 
@@ -170,12 +327,12 @@ class RequestValidator:
         if problems:
             problems.sort(key=lambda p: (p["loc"][0], list(self._allowed_order).index(p["loc"][1])))
             raise self._rejection_from(problems, where)
-        categories = np.empty((rows, len(self.contract.category_fields)), dtype=np.int64)
-        for index, spec in enumerate(self.contract.category_fields):
+        categories = np.empty((rows, len(self._category_fields)), dtype=np.int64)
+        for index, spec in enumerate(self._category_fields):
             codes = self._codes[spec.name]
             categories[:, index] = [codes[value] for value in valid[spec.name]]
-        numbers = np.empty((rows, len(self.contract.number_fields)), dtype=np.float64)
-        for index, number_spec in enumerate(self.contract.number_fields):
+        numbers = np.empty((rows, len(self._number_fields)), dtype=np.float64)
+        for index, number_spec in enumerate(self._number_fields):
             numbers[:, index] = valid[number_spec.name]
         ids = valid.get(self._id_field)
         has_ids = ids is not None and any(i is not None for i in ids)
@@ -197,6 +354,8 @@ class RequestValidator:
         for problem in problems[:MAX_REPORTED_ERRORS]:
             location = problem["loc"]
             index, field = (location[0], location[1]) if len(location) >= 2 else (location[0], "?")
+            if field not in self._allowed:
+                field = quoted(field)  # an unknown key the client chose: bounded
             text = f"{where}[{index}].{field}: {problem['msg']}"
             if problem["type"] != "missing":
                 text += f" (got {_describe(problem.get('input'))})"
@@ -225,7 +384,8 @@ class RequestValidator:
         unknown = sorted(str(k) for k in body if k != "instances")
         if unknown:
             raise InvalidRequestError(
-                "extra_field", f"unknown top-level field(s) {unknown}: the v1 body is {{'instances': [...]}}"
+                "extra_field",
+                f"unknown top-level field(s) {quoted(unknown)}: the v1 body is {{'instances': [...]}}",
             )
         if "instances" not in body:
             raise InvalidRequestError("missing_field", "instances: field required (a list of customers)")
@@ -250,21 +410,22 @@ class RequestValidator:
         size_from = ""
         for name, datatype, shape, data in inputs:
             if name in columns:
-                raise InvalidRequestError("duplicate_input", f"input {name!r} is sent more than once")
+                raise InvalidRequestError("duplicate_input", f"input {quoted(name)} is sent more than once")
             spec = self._specs.get(name)
             if spec is None and name != self._id_field:
                 raise InvalidRequestError(
-                    "extra_field", f"input {name!r} is not a customer field (expected {list(self._specs)})"
+                    "extra_field",
+                    f"input {quoted(name)} is not a customer field (expected {list(self._specs)})",
                 )
             self._check_datatype(name, spec, datatype)
             rows = self._rows(name, shape, data)
             if size is None:
                 size, size_from = rows, name
-                self._check_size(rows, f"input {name!r}")
+                self._check_size(rows, f"input {quoted(name)}")
             elif rows != size:
                 raise InvalidRequestError(
                     "shape_mismatch",
-                    f"input {name!r} has {rows} rows but {size_from!r} has {size}: every input carries one "
+                    f"input {quoted(name)} has {rows} rows but {quoted(size_from)} has {size}: every input carries one "
                     "value per customer",
                 )
             columns[name] = self._flat(name, data, rows)
@@ -284,22 +445,23 @@ class RequestValidator:
         if datatype not in allowed:
             raise InvalidRequestError(
                 "wrong_datatype",
-                f"input {name!r} has datatype {datatype!r}; {name} is {kind}: use {sorted(allowed)[0]}"
+                f"input {quoted(name)} has datatype {quoted(datatype)}; {name} is {kind}: use {sorted(allowed)[0]}"
                 if len(allowed) == 1
-                else f"input {name!r} has datatype {datatype!r}; {name} is {kind}: use one of {sorted(allowed)}",
+                else f"input {quoted(name)} has datatype {quoted(datatype)}; {name} is {kind}: use one of {sorted(allowed)}",
             )
 
     @staticmethod
     def _rows(name: str, shape: Sequence[int], data: Any) -> int:
         if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or shape[0] < 0:
             raise InvalidRequestError(
-                "shape_mismatch", f"input {name!r} has shape {list(shape)}; expected [n] or [n, 1]"
+                "shape_mismatch",
+                f"input {quoted(name)} has shape {quoted(list(shape))}; expected [n] or [n, 1]",
             )
         rows = int(shape[0])
         count = _count(data)
         if count != rows:
             raise InvalidRequestError(
-                "shape_mismatch", f"input {name!r} has shape {list(shape)} but {count} value(s)"
+                "shape_mismatch", f"input {quoted(name)} has shape {quoted(list(shape))} but {count} value(s)"
             )
         return rows
 

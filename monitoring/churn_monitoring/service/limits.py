@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from starlette.requests import ClientDisconnect, Request
 
-from churn_monitoring.jsonshape import json_shape
+from churn_core.jsonshape import json_shape
 
 
 class Refusal(Exception):  # noqa: N818 - a refusal is not an error of ours: the client gets its 4xx/503

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from churn_monitoring import jsonshape
-from churn_monitoring.jsonshape import json_shape
+from churn_core import jsonshape
+from churn_core.jsonshape import json_shape
 from churn_monitoring.service.limits import ByteBudget, Refusal
 
 # Text with the characters the scan must not be fooled by inside strings.

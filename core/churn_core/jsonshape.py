@@ -102,3 +102,30 @@ def json_shape(body: bytes) -> JsonShape:
     # Every value but the first follows a separator (`,` between items, `:` before a member's value) or
     # opens a container; keys are counted through their `:`.
     return JsonShape(depth=depth, values=counted + (1 if view.size else 0))
+
+
+_NOT_BRACKETS = bytes(code for code in range(256) if code not in b"[]{}")
+_STEP = np.zeros(256, dtype=np.int32)
+_STEP[[ord("["), ord("{")]] = 1
+_STEP[[ord("]"), ord("}")]] = -1
+_PYTHON_LOOP_MAX = 2048
+
+
+def json_depth(body: bytes) -> int:
+    """`json_shape(body).depth`, cheaper for a body without backslashes (every request the transformer
+    serves): without escapes, the text between every other quote is outside strings, so bytes.split and
+    bytes.translate (C speed) leave only the structural brackets, whose running level is the depth."""
+    if b"\\" in body:
+        return json_shape(body).depth
+    brackets = b"".join(body.split(b'"')[::2]).translate(None, _NOT_BRACKETS)
+    if len(brackets) > _PYTHON_LOOP_MAX:
+        levels = np.cumsum(_STEP[np.frombuffer(brackets, dtype=np.uint8)])
+        return max(0, int(levels.max()))
+    level = deepest = 0
+    for code in brackets:  # a few hundred brackets: cheaper than numpy's per-call overhead
+        if code == 0x5B or code == 0x7B:  # noqa: PLR1714 - no tuple built per bracket
+            level += 1
+            deepest = max(deepest, level)
+        else:
+            level -= 1
+    return deepest
