@@ -399,7 +399,7 @@ def _transformer_cases() -> Iterator[Attack]:
         Attack("truncated-json", "transformer", "gateway", "POST", INFER, 400, "malformed_json",
                key="predict", body=good[: len(good) // 2]),
         Attack("binary-v2-header-not-json", "transformer", "gateway", "POST", INFER, 400,
-               "malformed_json", key="predict", body=binary_v2(b"{not json")[0],
+               "malformed_request", key="predict", body=binary_v2(b"{not json")[0],
                headers=binary_v2(b"{not json")[1]),
         Attack("binary-v2-shape-not-list", "transformer", "gateway", "POST", INFER, 400, "malformed_request",
                key="predict", body=binary_v2(binary_header("1"), tail=b"\x00" * 8)[0],
