@@ -157,7 +157,11 @@ def stored_rows(url: str) -> dict[str, int]:
             ).all()
     finally:
         engine.dispose()
-    return {str(event_id): int(count) for event_id, count in rows}
+    counts: dict[str, int] = {}
+    for event_id, count in rows:
+        key = str(event_id).split("~", 1)[0]  # the detector stores "<ce-id>~<digest of both halves>"
+        counts[key] = counts.get(key, 0) + int(count)
+    return counts
 
 
 def settle_store(stack: LocalStack, timeout_s: float = 180.0) -> dict[str, Any]:
