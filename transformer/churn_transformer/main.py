@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -123,6 +124,9 @@ def _serve(argv: Sequence[str] | None) -> int:
         "loop": args.event_loop,
     }
     log.info("transformer ready", host=settings.host, port=args.http_port, model_version=model.version)
+    # uvicorn drains on SIGTERM, then re-raises it to the handler it found: this one, so a drained
+    # transformer exits 0 (and a SIGTERM before uvicorn listens ends it at once, cleanly).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if args.workers > 1:
         # Each worker process builds its own app (app.worker_app) from the environment.
         os.environ["CHURNOPS_TRANSFORMER_MODEL_NAME"] = model_name

@@ -79,8 +79,12 @@ class TransformerSettings(BaseSettings):
     payload_logger_source: str = Field(
         default="http://localhost:9081/", description="ce-source of the payload-log events"
     )
+    # An outage of the consumer is ridden out in the queue (posts are retried), so it holds ~100 s of one
+    # request per second's events, or 8 s at 100 req/s with both events each: 10,000, and the byte bound.
     payload_logger_queue: int = Field(
-        default=1000, ge=1, description="payload-log events waiting to be posted before new ones are dropped"
+        default=10_000,
+        ge=1,
+        description="payload-log events waiting to be posted before new ones are dropped",
     )
     payload_logger_max_bytes: int = Field(
         default=64 << 20,

@@ -328,7 +328,7 @@ class PayloadLogger:
         target: EventSource,
         *,
         workers: int = 5,
-        max_events: int = 1000,
+        max_events: int = 10_000,
         max_bytes: int = 64 << 20,
         retries: int = 3,
         backoff_s: float = 0.2,
@@ -344,6 +344,7 @@ class PayloadLogger:
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
         self.dropped = 0
+        self.dropped_by_reason: dict[str, int] = {}
         self.queued_bytes = 0
         self._queue: asyncio.Queue[_Event] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -400,9 +401,15 @@ class PayloadLogger:
 
     def _drop(self, reason: str, **detail: Any) -> None:
         self.dropped += 1
+        self.dropped_by_reason[reason] = count = self.dropped_by_reason.get(reason, 0) + 1
         get_metrics().payload_dropped.labels(reason).inc()
-        if reason != "queue_full" or self.dropped == 1 or self.dropped % 1000 == 0:
-            log.warning("payload-log event dropped", reason=reason, dropped=self.dropped, **detail)
+        if reason == "queue_full":  # the running count at the first drop and every 1,000th
+            if count == 1 or count % 1000 == 0:
+                log.warning("payload logger queue full; events dropped", dropped=count)
+        elif reason == "post_failed":
+            log.warning("payload logger post failed", dropped=count, **detail)
+        else:
+            log.warning("payload logger post refused", dropped=count, **detail)
 
     async def _post_events(self) -> None:
         assert self._queue is not None
