@@ -161,7 +161,7 @@ def wrk(
     }
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
@@ -172,7 +172,46 @@ def main() -> int:
     parser.add_argument("--serve", choices=["kserve-echo", "fastapi-echo"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--artefact", type=Path, help="artefact directory (default: the champion's)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def echo_component(mode: str, port: int, artefact: Path, scratch: Path) -> Any:
+    """One of the reference servers (this script with --serve), as a stack component."""
+    from churnops.stack import Component
+
+    ready = "/v2/health/live" if mode == "kserve-echo" else "/docs"
+    return Component(
+        name=mode,
+        argv=(sys.executable, __file__, "--serve", mode, "--port", str(port), "--artefact", str(artefact)),
+        ready_url=f"http://127.0.0.1:{port}{ready}",
+        env={"OMP_NUM_THREADS": "1"},
+        log_file=scratch / f"{mode}.log",
+    )
+
+
+def time_big_batches(url: str, body: bytes, requests: int) -> dict[str, float]:
+    """Median, p95 and max of `requests` posts of a 1,000-customer body, after 3 warm-up posts."""
+    import httpx
+
+    timings = []
+    with httpx.Client(timeout=30) as client:
+        for _ in range(3):
+            client.post(url, content=body, headers={"content-type": "application/json"})
+        for _ in range(requests):
+            started = time.perf_counter()
+            response = client.post(url, content=body, headers={"content-type": "application/json"})
+            timings.append((time.perf_counter() - started) * 1000)
+            response.raise_for_status()
+    timings.sort()
+    return {
+        "median_ms": statistics.median(timings),
+        "p95_ms": timings[int(0.95 * (len(timings) - 1))],
+        "max_ms": timings[-1],
+    }
+
+
+def main() -> int:
+    args = parse_args()
     if args.serve == "kserve-echo":
         serve_kserve_echo(args.port)
         return 0
@@ -180,11 +219,10 @@ def main() -> int:
         serve_fastapi_echo(args.port, args.artefact)
         return 0
 
-    import httpx
     import orjson
 
     from churn_core.contract import FeatureContract
-    from churnops.stack import Component, ServingPorts, running_stack, serving_stack
+    from churnops.stack import ServingPorts, running_stack, serving_stack
 
     artefact, version = resolve_artefact(args.artefact)
     contract = FeatureContract.load(artefact)
@@ -192,7 +230,6 @@ def main() -> int:
         os.environ.get("CHURNOPS_STACK_PREDICTOR_PYTHON", REPO / ".venv-predictor/bin/python")
     )
     runs: dict[str, list[dict[str, float]]] = {}
-    batch: dict[str, float] = {}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="churn-bench-") as scratch_name:
         scratch = Path(scratch_name)
@@ -209,26 +246,7 @@ def main() -> int:
             for component in serving_stack(artefact, version, predictor_python, ports, workers=args.workers)
         ]
         echo_ports = {"kserve-echo": free_port(), "fastapi-echo": free_port()}
-        for mode, port in echo_ports.items():
-            ready = "/v2/health/live" if mode == "kserve-echo" else "/docs"
-            components.append(
-                Component(
-                    name=mode,
-                    argv=(
-                        sys.executable,
-                        __file__,
-                        "--serve",
-                        mode,
-                        "--port",
-                        str(port),
-                        "--artefact",
-                        str(artefact),
-                    ),
-                    ready_url=f"http://127.0.0.1:{port}{ready}",
-                    env={"OMP_NUM_THREADS": "1"},
-                    log_file=scratch / f"{mode}.log",
-                )
-            )
+        components += [echo_component(mode, port, artefact, scratch) for mode, port in echo_ports.items()]
         targets = {
             CHURN: (f"http://127.0.0.1:{ports.transformer}/v2/models/churn/infer", v2_one),
             KSERVE_ECHO: (f"http://127.0.0.1:{echo_ports['kserve-echo']}/v2/models/churn/infer", v2_one),
@@ -249,22 +267,7 @@ def main() -> int:
                         f"  round {round_number + 1}: {name}: {result['rps']:,.0f} req/s, p95 {result['p95_ms']:.1f} ms"
                     )
             big = orjson.dumps(v2_body([CUSTOMER] * 1000, contract))
-            timings = []
-            with httpx.Client(timeout=30) as client:
-                url = targets[CHURN][0]
-                for _ in range(3):
-                    client.post(url, content=big, headers={"content-type": "application/json"})
-                for _ in range(args.batch_requests):
-                    started = time.perf_counter()
-                    response = client.post(url, content=big, headers={"content-type": "application/json"})
-                    timings.append((time.perf_counter() - started) * 1000)
-                    response.raise_for_status()
-            timings.sort()
-            batch = {
-                "median_ms": statistics.median(timings),
-                "p95_ms": timings[int(0.95 * (len(timings) - 1))],
-                "max_ms": timings[-1],
-            }
+            batch = time_big_batches(targets[CHURN][0], big, args.batch_requests)
     results = {
         name: {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
         for name, rounds in runs.items()
