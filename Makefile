@@ -121,8 +121,16 @@ docs: $(VENV)/.installed  ## build the documentation site (mkdocs --strict) into
 system-tools:  ## podman, prometheus, wrk, shellcheck from Debian when missing (needs root)
 	scripts/ensure-system-tools.sh
 
+# The environments are created side by side, then lint, types and docs run beside pytest (which itself
+# builds the images in the background while the other tests run): the suite's wall time is pytest's.
 .PHONY: test
-test: install system-tools lint docs  ## the whole suite: lint, types, docs, unit, integration, containers
+test:  ## the whole suite: lint, types, docs, unit, integration, containers
+	$(MAKE) --no-print-directory -j4 install
+	$(MAKE) --no-print-directory system-tools
+	$(MAKE) --no-print-directory -j3 lint docs pytest
+
+.PHONY: pytest
+pytest: $(VENV)/.installed  ## the tests alone (unit, integration, containers)
 	$(VENV)/bin/pytest
 
 .PHONY: bench
