@@ -6,19 +6,16 @@ transformer's traffic for a moment, so requests are still in flight when SIGTERM
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from churnops.stack import stop_component
+from churnops.stack import TcpProxy, stop_component
 from tests.support.services import wait_until
-from tests.transformer.conftest import EventSink, TcpProxy, start_transformer, v2_request
+from tests.transformer.conftest import EventSink, start_transformer, v2_request
 
 pytestmark = pytest.mark.integration
 
@@ -26,29 +23,10 @@ IN_FLIGHT = 6
 HOLD_S = 2.0
 
 
-class SlowProxy(TcpProxy):
-    """TcpProxy that delays what the transformer sends to the predictor by HOLD_S (once armed)."""
-
-    armed = threading.Event()
-
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                if SlowProxy.armed.is_set():
-                    time.sleep(HOLD_S)
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, target):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-
 def test_sigterm_answers_every_request_in_flight_then_exits(artefact_dir, predictor, customers, tmp_path):
     sink = EventSink()
-    proxy = SlowProxy(predictor.grpc_port)
+    # churnops.stack's proxy: delay_s holds each chunk towards the predictor (requests stay in flight).
+    proxy = TcpProxy(predictor.grpc_port)
     proxy.start()
     served = start_transformer(
         artefact_dir,
@@ -64,7 +42,7 @@ def test_sigterm_answers_every_request_in_flight_then_exits(artefact_dir, predic
     try:
         with httpx.Client(base_url=served.url, timeout=60) as http:
             assert http.post("/v2/models/churn/infer", json=bodies[0]).status_code == 200
-        SlowProxy.armed.set()
+        proxy.delay_s = HOLD_S
 
         clients = [httpx.Client(base_url=served.url, timeout=60) for _ in bodies]
         for http in clients:  # connections open before the requests go
@@ -95,7 +73,7 @@ def test_sigterm_answers_every_request_in_flight_then_exits(artefact_dir, predic
         assert "transformer drained" in log
         assert "Traceback" not in log
     finally:
-        SlowProxy.armed.clear()
+        proxy.delay_s = 0.0
         stop_component(served.running)
         proxy.stop()
         sink.close()
