@@ -222,6 +222,9 @@ class Rollouts:
     def _artefact_sha256(self, state: RolloutState, version: str) -> str:
         if state.model_version == version and state.artefact_sha256 is not None:
             return state.artefact_sha256
+        return self._registry_sha256(version)
+
+    def _registry_sha256(self, version: str) -> str:
         try:
             return self.registry.artefact_sha256(version)
         except Exception as error:  # MLflow raises its own and OSError types for a missing artefact
@@ -241,12 +244,7 @@ class Rollouts:
 
     def plan_pin(self) -> Plan:
         before = self.status()
-        try:
-            digest = self.registry.artefact_sha256(before.model_version)
-        except Exception as error:  # MLflow raises its own and OSError types for a missing artefact
-            raise RolloutError(
-                f"version {before.model_version}: cannot read its manifest.json ({error})"
-            ) from error
+        digest = self._registry_sha256(before.model_version)
         return Plan("pin", self.overlay, before, (pin_state(before, digest),))
 
     def plan_promote(self) -> Plan:
