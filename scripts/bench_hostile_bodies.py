@@ -35,12 +35,10 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -91,52 +89,6 @@ def send_transformer(client: httpx.Client, url: str, body: bytes, index: int) ->
     return kind, response.status_code, answer_code(response)
 
 
-@dataclass
-class Watch:
-    name: str
-    pid: int
-    health_url: str
-    rss: list[int] = field(default_factory=list)
-    health: list[float] = field(default_factory=list)
-    health_failures: int = 0
-
-
-class Watcher:
-    """Samples each process's RSS (with its children) and polls its health check until stopped."""
-
-    def __init__(self, watches: list[Watch]) -> None:
-        self.watches = watches
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._sample_rss)]
-        self._threads += [threading.Thread(target=self._poll, args=(w,)) for w in watches]
-
-    def __enter__(self) -> Watcher:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-    def _sample_rss(self) -> None:
-        while not self._stop.wait(0.02):
-            for watch in self.watches:
-                watch.rss.append(sample_tree(watch.pid)[1])
-
-    def _poll(self, watch: Watch) -> None:
-        with httpx.Client(timeout=5.0) as client:
-            while not self._stop.wait(0.05):
-                started = time.perf_counter()
-                try:
-                    ok = client.get(watch.health_url).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                watch.health.append(time.perf_counter() - started)
-                watch.health_failures += not ok
-
-
 def run(args: argparse.Namespace) -> int:
     artefact, version = resolve_artefact(args.model_dir)
     options = StackOptions(
@@ -152,13 +104,13 @@ def run(args: argparse.Namespace) -> int:
     ):
         pids = stack.pids()
         watches = [
-            Watch("transformer", pids["transformer"], f"{stack.transformer_url}/v2/health/live"),
-            Watch("detector", pids["detector"], f"{stack.detector_direct_url}/healthz"),
+            events.Watch("transformer", pids["transformer"], f"{stack.transformer_url}/v2/health/live"),
+            events.Watch("detector", pids["detector"], f"{stack.detector_direct_url}/healthz"),
         ]
         time.sleep(1.0)
         baseline = {w.name: sample_tree(w.pid)[1] for w in watches}
         started = time.monotonic()
-        with Watcher(watches), httpx.Client(timeout=300.0) as client:
+        with events.Watcher(watches, lambda pid: sample_tree(pid)[1]), httpx.Client(timeout=300.0) as client:
             with ThreadPoolExecutor(args.concurrency) as t_pool, ThreadPoolExecutor(16) as e_pool:
                 t_jobs = [
                     t_pool.submit(send_transformer, client, stack.transformer_url, t_body, i)
@@ -186,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
 def report(
     args: argparse.Namespace,
-    watches: list[Watch],
+    watches: list[events.Watch],
     baseline: dict[str, int],
     outcomes: dict[str, Counter[tuple[str, int, str]]],
     elapsed: float,

@@ -28,8 +28,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -130,17 +131,25 @@ def send(client: httpx.Client, url: str, kind: str, body: bytes, index: int) -> 
     return kind, response.status_code, str(code)
 
 
-class Watcher:
-    """Samples the detector's RSS and /healthz latency until stopped."""
+@dataclass
+class Watch:
+    name: str
+    pid: int
+    health_url: str
+    rss: list[int] = field(default_factory=list)
+    health: list[float] = field(default_factory=list)
+    health_failures: int = 0
 
-    def __init__(self, pid: int, url: str) -> None:
-        self.pid = pid
-        self.url = url
-        self.rss: list[int] = []
-        self.health: list[float] = []
-        self.health_failures = 0
+
+class Watcher:
+    """Samples each process's RSS (with its children) and polls its health check until stopped."""
+
+    def __init__(self, watches: list[Watch], rss_of: Callable[[int], int]) -> None:
+        self.watches = watches
+        self.rss_of = rss_of
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._sample_rss), threading.Thread(target=self._poll)]
+        self._threads = [threading.Thread(target=self._sample_rss)]
+        self._threads += [threading.Thread(target=self._poll, args=(w,)) for w in watches]
 
     def __enter__(self) -> Watcher:
         for thread in self._threads:
@@ -154,18 +163,19 @@ class Watcher:
 
     def _sample_rss(self) -> None:
         while not self._stop.wait(0.02):
-            self.rss.append(rss_bytes(self.pid))
+            for watch in self.watches:
+                watch.rss.append(self.rss_of(watch.pid))
 
-    def _poll(self) -> None:
+    def _poll(self, watch: Watch) -> None:
         with httpx.Client(timeout=5.0) as client:
             while not self._stop.wait(0.05):
                 started = time.perf_counter()
                 try:
-                    ok = client.get(f"{self.url}/healthz").status_code == 200
+                    ok = client.get(watch.health_url).status_code == 200
                 except httpx.HTTPError:
                     ok = False
-                self.health.append(time.perf_counter() - started)
-                self.health_failures += not ok
+                watch.health.append(time.perf_counter() - started)
+                watch.health_failures += not ok
 
 
 def start_detector(args: argparse.Namespace, home: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -228,7 +238,8 @@ def main() -> int:
             time.sleep(1.0)
             baseline = rss_bytes(process.pid)
             started = time.monotonic()
-            with Watcher(process.pid, url) as watcher, httpx.Client(timeout=120.0) as client:
+            watch = Watch("detector", process.pid, f"{url}/healthz")
+            with Watcher([watch], rss_bytes), httpx.Client(timeout=120.0) as client:
                 with ThreadPoolExecutor(args.concurrency) as pool:
                     jobs = [
                         pool.submit(send, client, f"{url}/events", KINDS[i % 4], templates[KINDS[i % 4]], i)
@@ -241,9 +252,9 @@ def main() -> int:
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
-    health = sorted(watcher.health)
+    health = sorted(watch.health)
     p99 = health[int(0.99 * (len(health) - 1))] if health else float("nan")
-    rss_max = max(watcher.rss, default=baseline)
+    rss_max = max(watch.rss, default=baseline)
     print(f"detector: {args.python} ({args.backend} backend), {args.events} events of ~8 MB, {elapsed:.1f} s")
     for (kind, status, code), count in sorted(outcomes.items()):
         print(f"  {kind:20s} {status:3d} {code:24s} x{count}")
@@ -253,12 +264,12 @@ def main() -> int:
     print(f"RSS start {baseline / MB:.0f} MB, max {rss_max / MB:.0f} MB (limit {args.rss_limit_mb:.0f} MB)")
     print(
         f"/healthz: {len(health)} polls, max {max(health, default=0) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
-        f"failures {watcher.health_failures}"
+        f"failures {watch.health_failures}"
     )
     failures = []
     if any(status >= 500 for _, status, _ in outcomes):
         failures.append("a 5xx was answered")
-    if max(health, default=0) >= 1.0 or watcher.health_failures:
+    if max(health, default=0) >= 1.0 or watch.health_failures:
         failures.append("/healthz did not answer within 1 s throughout")
     if rss_max > args.rss_limit_mb * MB:
         failures.append(f"RSS passed {args.rss_limit_mb:.0f} MB")
