@@ -124,7 +124,8 @@ def _logger(handler: Any, **options: Any) -> telemetry.PayloadLogger:
     source = telemetry.EventSource(
         "http://sink/", "http://localhost:9081/", "churn", "default", "t", "default"
     )
-    return telemetry.PayloadLogger(source, transport=httpx.MockTransport(handler), backoff_s=0.01, **options)
+    options = {"backoff_s": 0.01, "max_backoff_s": 0.02, **options}
+    return telemetry.PayloadLogger(source, transport=httpx.MockTransport(handler), **options)
 
 
 def test_payload_logger_posts_concurrently_and_retries_a_restarting_consumer(trained_model):
@@ -168,11 +169,11 @@ def test_payload_logger_drops_after_bounded_retries_and_bounds_its_queue_in_byte
             attempts["n"] += 1
             raise httpx.ConnectError("refused", request=request)
 
-        events = _logger(down, workers=2, retries=2)
+        events = _logger(down, workers=2, retry_s=0.05)  # backoff 0.01, 0.02, 0.02, ... (max_backoff_s)
         events.submit("one", b"x", "application/json", 400, b"")
         assert await events.flush(10)
-        assert attempts["n"] == 3
-        assert events.dropped == 1
+        assert attempts["n"] >= 3  # retried until retry_s ran out, then dropped: not held forever
+        assert events.dropped_by_reason == {"post_failed": 1}
         await events.close(1)
 
         blocked = asyncio.Event()
@@ -188,5 +189,59 @@ def test_payload_logger_drops_after_bounded_retries_and_bounds_its_queue_in_byte
         assert small.dropped > 0
         blocked.set()
         await small.close(5)
+
+    asyncio.run(run())
+
+
+def test_payload_logger_sheds_its_oldest_events_when_full_and_delivers_the_newest(trained_model):
+    telemetry.start_metrics(trained_model.version)
+
+    async def run() -> None:
+        release = asyncio.Event()
+        seen: list[str] = []
+
+        async def slow(request: httpx.Request) -> httpx.Response:
+            await release.wait()
+            seen.append(request.headers["ce-id"])
+            return httpx.Response(200)
+
+        events = _logger(slow, workers=1, max_events=4)
+        ids = [f"e{n}" for n in range(10)]
+        events.submit(ids[0], b"{}", "application/json", 400, b"")
+        await asyncio.sleep(0.01)  # the one poster takes e0 and waits on the consumer
+        for event_id in ids[1:]:
+            events.submit(event_id, b"{}", "application/json", 400, b"")
+        assert events.dropped_by_reason == {"queue_full": 5}
+        release.set()
+        assert await events.flush(5)
+        await events.close(1)
+        assert seen == [ids[0], *ids[6:]]  # the oldest queued (e1-e5) shed, every newer one delivered
+        assert events.queued_bytes == 0
+
+    asyncio.run(run())
+
+
+def test_payload_logger_rides_out_a_consumer_outage_without_losing_an_event(trained_model):
+    telemetry.start_metrics(trained_model.version)
+
+    async def run() -> None:
+        back_at = asyncio.get_running_loop().time() + 0.5  # ~25 failed attempts per poster at 0.02 s
+        seen: list[str] = []
+
+        async def restarting(request: httpx.Request) -> httpx.Response:
+            if asyncio.get_running_loop().time() < back_at:
+                raise httpx.ConnectError("refused", request=request)
+            seen.append(request.headers["ce-id"])
+            return httpx.Response(200)
+
+        events = _logger(restarting, workers=2, retry_s=5.0)
+        ids = [str(uuid.uuid4()) for _ in range(30)]
+        for event_id in ids:
+            events.submit(event_id, b"{}", "application/json", 400, b"")
+            await asyncio.sleep(0.01)
+        assert await events.flush(10)
+        await events.close(1)
+        assert events.dropped == 0
+        assert sorted(seen) == sorted(ids)  # delayed, every one delivered once
 
     asyncio.run(run())

@@ -285,7 +285,7 @@ def payload_logger(settings: TransformerSettings) -> telemetry.PayloadLogger | N
         workers=settings.payload_logger_workers,
         max_events=settings.payload_logger_queue,
         max_bytes=settings.payload_logger_max_bytes,
-        retries=settings.payload_logger_retries,
+        retry_s=settings.payload_logger_retry_s,
     )
 
 

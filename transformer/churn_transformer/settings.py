@@ -79,25 +79,28 @@ class TransformerSettings(BaseSettings):
     payload_logger_source: str = Field(
         default="http://localhost:9081/", description="ce-source of the payload-log events"
     )
-    # An outage of the consumer is ridden out in the queue (posts are retried), so it holds ~100 s of one
-    # request per second's events, or 8 s at 100 req/s with both events each: 10,000, and the byte bound.
+    # An outage of the consumer is ridden out in the queue (posts are retried): 10,000 events hold ~50 s
+    # at 100 requests/s (two events each); past that the oldest are shed (telemetry.PayloadLogger).
     payload_logger_queue: int = Field(
         default=10_000,
         ge=1,
-        description="payload-log events waiting to be posted before new ones are dropped",
+        description="payload-log events waiting to be posted; past it the oldest are dropped",
     )
     payload_logger_max_bytes: int = Field(
         default=64 << 20,
         ge=1,
-        description="payload-log event bodies waiting to be posted, in bytes, before new ones are dropped",
+        description="payload-log event bodies waiting to be posted, in bytes; past it the oldest are dropped",
     )
     payload_logger_workers: int = Field(
         default=5, ge=1, description="payload-log events posted at once (KServe's agent: 5)"
     )
-    payload_logger_retries: int = Field(
-        default=3,
-        ge=0,
-        description="retries of a failed payload-log post (with backoff) before it is dropped",
+    payload_logger_retry_s: float = Field(
+        default=120.0,
+        ge=0.0,
+        description=(
+            "how long a failed payload-log post is retried (backoff from 0.2 s doubling to 2 s) before the "
+            "event is dropped; while the detector is away the queue holds the events behind it"
+        ),
     )
     inference_service: str = Field(default="churn", description="ce-inferenceservicename of the events")
     namespace: str = Field(default="default", description="ce-namespace of the events")

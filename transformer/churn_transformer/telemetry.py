@@ -42,7 +42,8 @@ answered in the `X-Event-ID` response header;
 the response event only when the status is 200, and no event at all for a request answered before its
 body was read (413). Posting never delays an answer: a queue bounded in events and in bytes, drained by
 `workers` concurrent posters (KServe's agent runs 5) over one keep-alive HTTP client; a failed post is
-retried with backoff (a detector restarting), then dropped; every drop is counted in
+retried with capped backoff for `retry_s` (a detector restarting: the events behind it wait in the queue,
+delayed, not lost), then dropped; a full queue sheds its *oldest* events; every drop is counted in
 `churn_payload_events_dropped_total{reason}`. Do not set it in the cluster, where the agent does this.
 """
 
@@ -330,8 +331,9 @@ class PayloadLogger:
         workers: int = 5,
         max_events: int = 10_000,
         max_bytes: int = 64 << 20,
-        retries: int = 3,
+        retry_s: float = 120.0,
         backoff_s: float = 0.2,
+        max_backoff_s: float = 2.0,
         timeout_s: float = 5.0,
         transport: Any = None,
     ) -> None:
@@ -340,8 +342,9 @@ class PayloadLogger:
         self.workers = workers
         self.max_events = max_events
         self.max_bytes = max_bytes
-        self.retries = retries
+        self.retry_s = retry_s
         self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
         self.timeout_s = timeout_s
         self.dropped = 0
         self.dropped_by_reason: dict[str, int] = {}
@@ -392,12 +395,31 @@ class PayloadLogger:
         if status == 200:
             events.append(_Event(event_id, RESPONSE_TYPE, response_body, content_type))
         for event in events:
-            size = len(event.body)
-            if self._queue.qsize() >= self.max_events or self.queued_bytes + size > self.max_bytes:
+            if self._make_room(len(event.body)):
+                self.queued_bytes += len(event.body)
+                self._queue.put_nowait(event)
+            else:
                 self._drop("queue_full")
-                continue
-            self.queued_bytes += size
-            self._queue.put_nowait(event)
+
+    def _full(self, size: int) -> bool:
+        assert self._queue is not None
+        return self._queue.qsize() >= self.max_events or self.queued_bytes + size > self.max_bytes
+
+    def _make_room(self, size: int) -> bool:
+        """Shed the oldest queued events until `size` more bytes fit; False when they cannot.
+
+        Oldest first, not the newcomer: while the detector is away the queue fills with the start of the
+        outage, and dropping newcomers would then keep the stalest events and lose the ones submitted
+        after the detector is back. Shedding the oldest delivers the freshest events once it returns
+        (what drift windows and live F1 want) and every event submitted after that.
+        """
+        assert self._queue is not None
+        while self._full(size) and not self._queue.empty():
+            oldest = self._queue.get_nowait()
+            self._queue.task_done()
+            self.queued_bytes -= len(oldest.body)
+            self._drop("queue_full")
+        return not self._full(size)  # still full: the bytes are in posts under way (or `size` too big)
 
     def _drop(self, reason: str, **detail: Any) -> None:
         self.dropped += 1
@@ -422,26 +444,35 @@ class PayloadLogger:
                 self._queue.task_done()
 
     async def _post(self, event: _Event) -> None:
+        """Post until the consumer takes the event, refuses it (a 4xx but 408/425/429: the event itself is
+        wrong, retrying cannot help) or `retry_s` has passed. Retrying for that long, rather than a few
+        times, is what lets a detector restart cost delay instead of events: one event per worker waits here
+        while the queue holds the rest (bounded, oldest shed), and all of it is posted once it is back."""
         import httpx
 
-        problem: dict[str, Any] = {}
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+        deadline = time.monotonic() + self.retry_s
+        delay = self.backoff_s
+        attempts = 0
+        while True:
+            attempts += 1
             try:
                 response = await self._client.post(
                     self.target.url, content=event.body, headers=self.headers(event)
                 )
             except httpx.HTTPError as error:
-                problem = {"error": type(error).__name__}
-                continue
-            if response.status_code < 300:
-                return
-            problem = {"status": response.status_code}
-            if response.status_code not in RETRY_STATUSES:
-                self._drop("refused", ce_id=event.event_id, **problem)
-                return
-        self._drop("post_failed", ce_id=event.event_id, attempts=self.retries + 1, **problem)
+                problem: dict[str, Any] = {"error": type(error).__name__}
+            else:
+                if response.status_code < 300:
+                    return
+                problem = {"status": response.status_code}
+                if response.status_code not in RETRY_STATUSES:
+                    self._drop("refused", ce_id=event.event_id, **problem)
+                    return
+            if time.monotonic() + delay > deadline:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_backoff_s)
+        self._drop("post_failed", ce_id=event.event_id, attempts=attempts, **problem)
 
     async def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until queued events are posted (or dropped); False when `timeout_s` ran out first."""
