@@ -31,6 +31,7 @@ def serve(host: str | None = None, port: int | None = None) -> None:
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
     )
 
 

@@ -29,6 +29,7 @@ def serve(host: str | None = None, port: int | None = None, model_dir: Path | No
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=20,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
     )
 
 
