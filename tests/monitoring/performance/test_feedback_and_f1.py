@@ -17,7 +17,12 @@ from fastapi.testclient import TestClient
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 from sqlalchemy import create_engine, select
 
-from churn_monitoring.performance import cbpe_from_probabilities, realised_metrics
+from churn_monitoring.performance import (
+    AUC_BINS,
+    cbpe_from_probabilities,
+    realised_metrics,
+    roc_auc_from_histogram,
+)
 from churn_monitoring.service.app import create_app
 from churn_monitoring.settings import DetectorSettings
 from churn_monitoring.store.schema import labels, predictions
@@ -182,7 +187,8 @@ def test_live_f1_below_floor_alerts_slack_once_with_enough_labels(client, scorer
     assert realised["f1"] == pytest.approx(f1_score(truth, predicted))
     assert realised["precision"] == pytest.approx(precision_score(truth, predicted))
     assert realised["recall"] == pytest.approx(recall_score(truth, predicted))
-    assert realised["roc_auc"] == pytest.approx(roc_auc_score(truth, probabilities))
+    # From the database's histogram (AUC_BINS bins): a churner and a stayer in one bin count as a tie.
+    assert realised["roc_auc"] == pytest.approx(roc_auc_score(truth, probabilities), abs=1e-3)
     estimated = model["estimated"]
     assert estimated["n"] == len(rows)
     assert estimated["f1"] == pytest.approx(
@@ -239,6 +245,20 @@ def test_no_f1_alert_below_the_minimum_number_of_labels(client, scorer, telco_ro
     assert realised["n"] == len(rows) < MIN_LABELS
     assert realised["f1"] < 0.60
     assert slack.posts == []
+
+
+def test_roc_auc_from_the_histogram_matches_the_exact_auc_within_the_tie_bound():
+    rng = np.random.default_rng(5)
+    probabilities = rng.beta(1.2, 3.0, size=200_000)
+    churned = rng.random(200_000) < probabilities
+    bins = np.minimum((probabilities * AUC_BINS).astype(np.int64), AUC_BINS)
+    churners = np.bincount(bins[churned], minlength=AUC_BINS + 1)
+    stayers = np.bincount(bins[~churned], minlength=AUC_BINS + 1)
+    exact = roc_auc_score(churned, probabilities)
+    # Pairs sharing a bin are counted as half: the error is at most half their share.
+    tie_bound = 0.5 * float(np.sum(churners * stayers)) / (churners.sum() * stayers.sum())
+    assert abs(roc_auc_from_histogram(churners, stayers) - exact) <= tie_bound < 1e-3
+    assert roc_auc_from_histogram(churners, np.zeros_like(stayers)) is None
 
 
 def test_cbpe_estimates_f1_of_calibrated_probabilities():
