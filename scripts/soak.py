@@ -89,7 +89,7 @@ def main() -> int:
         # connections, which would bend the descriptor trend down.
         sampler.samples = [sample for sample in sampler.samples if sample.t <= seconds]
         elapsed = time.monotonic() - started
-        dropped = stack.dropped_payload_events()
+        dropped = sum(stack.payload_drops().values())
     load_after = os.getloadavg()
     trends = [g for g in (growth(sampler.of(name), warmup) for name in sampler.components()) if g]
     sampler.write_csv(out / "resources.csv")

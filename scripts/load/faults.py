@@ -33,12 +33,14 @@ from typing import Any
 
 import httpx
 
+from churn_transformer.settings import TransformerSettings
 from scripts.load.localstack import LocalStack, StackOptions, local_stack
 from scripts.load.pacer import Outcome, Pacer, PacerThread, between, summarize
 from scripts.load.payloads import RequestMix
 
 SERVING_KINDS = {"v2_single", "v2_batch10", "v2_batch100", "v1_single", "invalid"}
-POST_FAILED = "payload logger post failed"  # the transformer's log line for an event it could not post
+# The transformer's payload-log queue, in events, as the stacks here run it (its default).
+PAYLOAD_QUEUE_EVENTS: int = TransformerSettings.model_fields["payload_logger_queue"].default
 IN_FLIGHT_MARGIN_S = 0.1  # sent at least this long before the signal: surely read by the server
 
 
@@ -199,6 +201,38 @@ def detector_counter(stack: LocalStack, name: str, **labels: str) -> float:
     return total
 
 
+def drops_since(stack: LocalStack, before: dict[str, int]) -> dict[str, int]:
+    """Payload-log events the transformer dropped since `before` (`stack.payload_drops()`), by reason."""
+    now = stack.payload_drops()
+    return {
+        reason: count - before.get(reason, 0)
+        for reason, count in now.items()
+        if count > before.get(reason, 0)
+    }
+
+
+REFUSED = "payload logger post refused"  # the transformer's log line, with the refused event's ce_id
+
+
+def refused_only_for_refused_requests(stack: LocalStack, outcomes: list[Outcome], log_from: int) -> bool:
+    """Every event the detector refused (4xx: the event itself is wrong) since `log_from` (an offset in
+    the transformer's log) is one of a request the transformer answered with a 4xx too: an invalid
+    request's body is as invalid to the detector."""
+    refused = {
+        str(json.loads(line).get("ce_id", ""))
+        for line in stack.log("transformer")[log_from:].splitlines()
+        if REFUSED in line and line.startswith("{")
+    }
+    answered_4xx = {o.event_id for o in outcomes if o.status is not None and 400 <= o.status < 500}
+    return refused <= answered_4xx
+
+
+def unrefused_drops(drops: dict[str, int]) -> int:
+    """Events dropped for want of room or of a detector (`queue_full`, `post_failed`): the ones that count
+    as lost; `refused` ones were invalid (see `refused_only_for_refused_requests`)."""
+    return sum(count for reason, count in drops.items() if reason != "refused")
+
+
 @dataclass(frozen=True)
 class StoreAccount:
     served_requests: int
@@ -305,8 +339,8 @@ def _recovered_at(served: list[Outcome], ready: float) -> float | None:
 
 def detector_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -> FaultReport:
     """The drift detector SIGKILLed for the outage, then started again (as Kubernetes would)."""
-    dropped_before = stack.dropped_payload_events()
-    failed_before = stack.log("transformer").count(POST_FAILED)
+    drops_before = stack.payload_drops()
+    log_from = len(stack.log("transformer"))
     with _traffic(stack, rate, seed=2) as pacer:
         time.sleep(phases.before_s)
         pacer.mark("kill")
@@ -319,8 +353,7 @@ def detector_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
     pacer.mark("traffic_end")
     settle_store(stack)
     stored = stored_rows(stack.store_url())
-    post_failures = stack.log("transformer").count(POST_FAILED) - failed_before
-    dropped = stack.dropped_payload_events() - dropped_before
+    drops = drops_since(stack, drops_before)
     outcomes, marks = pacer.outcomes, pacer.marks
     kill, ready = marks["kill"], marks["detector_ready"]
     served = serving(outcomes)
@@ -331,27 +364,36 @@ def detector_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
     )
     report = FaultReport("drift detector killed", outcomes, marks)
     lost_before, lost_during, lost_after = (account(part, stored) for part in (before, during, after))
+    # Events the transformer submitted while the detector could not take them: a request event per
+    # answer whose body was read, and a response event per 200.
+    outage_events = sum(2 if o.status == 200 else 1 for o in during if o.status is not None)
     report.figures |= {
         "requests": len(outcomes),
         "serving before": summarize(before).line(),
         "serving while the detector was down": summarize(during).line(),
         "serving after": summarize(after).line(),
         "feedback while down": summarize(between(feedback(outcomes), kill, ready)).line(),
-        "payload log posts that failed (transformer log)": post_failures,
-        "payload log events dropped, queue full (transformer log)": dropped,
+        "payload log events submitted while the detector was away": outage_events,
+        "payload log events dropped by the transformer's logger (its /metrics, by reason)": drops,
         "predictions served before the kill / not stored": f"{lost_before.expected_rows} / {lost_before.lost_rows}",
         "predictions served while down / not stored": f"{lost_during.expected_rows} / {lost_during.lost_rows}",
         "predictions served after the restart / not stored": f"{lost_after.expected_rows} / {lost_after.lost_rows}",
     }
     report.notes.append(
-        "the payload logger (ours locally, KServe's agent in the cluster) posts each event once and drops it "
-        "when the detector cannot take it; a SIGKILLed detector also loses rows it had not yet written"
+        f"the transformer's payload logger retries a failed post 3 times and holds "
+        f"{PAYLOAD_QUEUE_EVENTS:,} events, shedding the oldest past that (KServe's agent in the cluster posts "
+        "each event once); a SIGKILLed detector also loses the rows it had taken but not yet written"
     )
     report.checks = {
         "serving answered every request as expected, outage or not": all(o.ok for o in served),
-        "logging resumed by itself: every prediction served after the restart is stored": after
+        "logging resumed by itself: every prediction served after the restart is stored": bool(after)
         and lost_after.lost_rows == 0,
-        "no payload event dropped by the transformer's logger (queue full)": dropped == 0,
+        f"no payload event dropped while the outage fits the logger's queue ({PAYLOAD_QUEUE_EVENTS:,} events)": (
+            outage_events > PAYLOAD_QUEUE_EVENTS or unrefused_drops(drops) == 0
+        ),
+        "events refused by the detector are only those of requests answered 4xx": refused_only_for_refused_requests(
+            stack, outcomes, log_from
+        ),
         "nothing stored twice": all(a.duplicate_rows == 0 for a in (lost_before, lost_during, lost_after)),
     }
     return report
@@ -362,8 +404,8 @@ def postgres_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
     proxy = stack.proxies["postgres"]
     taken_before = detector_counter(stack, "churn_logged_predictions_total")
     inserted_before = detector_counter(stack, "churn_store_rows_total", outcome="inserted")
-    dropped_before = stack.dropped_payload_events()
-    failed_before = stack.log("transformer").count(POST_FAILED)
+    drops_before = stack.payload_drops()
+    log_from = len(stack.log("transformer"))
     with _traffic(stack, rate, seed=3) as pacer:
         time.sleep(phases.before_s)
         pacer.mark("cut")
@@ -377,8 +419,7 @@ def postgres_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
     pacer.mark("traffic_end")
     final = settle_store(stack)
     stored = stored_rows(stack.store_url())
-    dropped = stack.dropped_payload_events() - dropped_before
-    post_failures = stack.log("transformer").count(POST_FAILED) - failed_before
+    drops = drops_since(stack, drops_before)
 
     def counters() -> tuple[float, float]:
         return (
@@ -404,7 +445,7 @@ def postgres_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
         ).line(),
         "store during the outage (readyz)": during.get("store"),
         "store at the end (readyz)": final.get("store"),
-        "payload log posts failed / dropped (transformer log)": f"{post_failures} / {dropped}",
+        "payload log events dropped by the transformer's logger (its /metrics, by reason)": drops,
         "predictions served (200 answers)": books.expected_rows,
         "predictions the detector took (churn_logged_predictions)": int(taken),
         "rows the store inserted (churn_store_rows inserted)": int(inserted),
@@ -413,8 +454,8 @@ def postgres_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
         "stored twice": books.duplicate_rows,
     }
     report.notes.append(
-        "served but not stored, end to end, = events the transformer's local payload logger dropped (queue "
-        "full) or failed to post + rows the store lost; the store's own share is taken minus inserted"
+        "served but not stored, end to end, = events the transformer's local payload logger dropped + rows "
+        "the store lost; the store's own share is taken minus inserted"
     )
     report.checks = {
         "serving answered every request as expected, outage or not": all(o.ok for o in served),
@@ -422,8 +463,13 @@ def postgres_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
         and during.get("store", {}).get("backlog_rows", 0) > 0,
         "0 predictions lost in the store (every row the detector took was inserted)": taken > 0
         and inserted >= taken,
-        "every payload event reached the detector (none dropped by the transformer's logger)": dropped == 0
-        and post_failures == 0,
+        "every payload event reached the detector (none dropped by the transformer's logger)": unrefused_drops(
+            drops
+        )
+        == 0,
+        "events refused by the detector are only those of requests answered 4xx": refused_only_for_refused_requests(
+            stack, outcomes, log_from
+        ),
         "end to end: every served prediction is in the store": books.lost_rows == 0,
         "none stored twice": books.duplicate_rows == 0,
         "labels sent during the outage were refused (503), not silently dropped": all(

@@ -12,7 +12,6 @@ store gets a database of its own (dropped afterwards) and the authorizer a Redis
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -102,15 +101,20 @@ class LocalStack:
         path = self.running[name].component.log_file
         return path.read_text(encoding="utf-8", errors="replace") if path else ""
 
-    def dropped_payload_events(self) -> int:
-        """Events the transformer's local payload logger dropped, queue full (it logs the running count at
-        the first drop and every 1,000th, so this is a lower bound: 1 means 1 to 999)."""
-        counts = [
-            int(json.loads(line).get("dropped", 0))
-            for line in self.log("transformer").splitlines()
-            if "payload logger queue full" in line and line.startswith("{")
-        ]
-        return max(counts, default=0)
+    def payload_drops(self) -> dict[str, int]:
+        """Payload-log events the transformer's local logger dropped, by reason (`queue_full`,
+        `post_failed`, `refused`): its /metrics counter, exact (its log lines are sampled)."""
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(f"{self.transformer_url}/metrics", timeout=5).text
+        return {
+            sample.labels["reason"]: int(sample.value)
+            for family in text_string_to_metric_families(text)
+            if family.name == "churn_payload_events_dropped"
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        }
 
     def kill(self, name: str) -> int | None:
         return kill_component(self.running[name])
