@@ -380,7 +380,7 @@ def detector_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
         "predictions served after the restart / not stored": f"{lost_after.expected_rows} / {lost_after.lost_rows}",
     }
     report.notes.append(
-        f"the transformer's payload logger retries a failed post 3 times and holds "
+        f"the transformer's payload logger retries a failed post for up to 2 minutes while the queue holds "
         f"{PAYLOAD_QUEUE_EVENTS:,} events, shedding the oldest past that (KServe's agent in the cluster posts "
         "each event once); a SIGKILLed detector also loses the rows it had taken but not yet written"
     )
