@@ -8,11 +8,10 @@ free ports and is stopped by PID.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,6 +24,7 @@ from churnops.stack import (
     Running,
     ServingPorts,
     StackError,
+    TcpProxy,
     predictor_component,
     start_component,
     stop_component,
@@ -195,55 +195,22 @@ def customers(telco_rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     return [customer_from_row(row) for row in telco_rows]
 
 
-class TcpProxy:
-    """A loopback TCP forwarder in front of the predictor: `stop()` makes the predictor unreachable."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self._listener: socket.socket | None = None
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            with self._lock:
-                self._sockets += [client, upstream]
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
+@contextmanager
+def transformer_behind_proxy(
+    artefact: Path,
+    predictor: Predictor,
+    log_file: Path,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[Transformer, TcpProxy]]:
+    """A transformer that reaches the predictor through churnops.stack's TcpProxy: `cut()` takes the
+    predictor away and `restore()` brings it back, `delay_s` holds requests in flight. Both are stopped
+    on the way out."""
+    with TcpProxy(predictor.grpc_port) as proxy:
+        served = start_transformer(artefact, proxy.port, log_file, workers=workers, env=env)
         try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
+            yield served, proxy
         finally:
-            for sock in (source, target):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def stop(self) -> None:
-        if self._listener is not None:
-            with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-            self._listener.close()
-            self._listener = None
-        with self._lock:
-            for sock in self._sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            self._sockets.clear()
+            proxy.delay_s = 0.0
+            stop_component(served.running)

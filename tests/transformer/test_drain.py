@@ -9,13 +9,13 @@ from __future__ import annotations
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 
 import httpx
 import pytest
 
-from churnops.stack import TcpProxy, stop_component
 from tests.support.services import wait_until
-from tests.transformer.conftest import EventSink, start_transformer, v2_request
+from tests.transformer.conftest import EventSink, transformer_behind_proxy, v2_request
 
 pytestmark = pytest.mark.integration
 
@@ -25,21 +25,18 @@ HOLD_S = 2.0
 
 def test_sigterm_answers_every_request_in_flight_then_exits(artefact_dir, predictor, customers, tmp_path):
     sink = EventSink()
-    # churnops.stack's proxy: delay_s holds each chunk towards the predictor (requests stay in flight).
-    proxy = TcpProxy(predictor.grpc_port)
-    proxy.start()
-    served = start_transformer(
-        artefact_dir,
-        proxy.port,
-        tmp_path / "transformer.log",
-        env={
-            "CHURNOPS_TRANSFORMER_PAYLOAD_LOGGER_URL": sink.url,
-            "CHURNOPS_TRANSFORMER_HEALTH_CACHE_S": "600",
-            "CHURNOPS_TRANSFORMER_DRAIN_TIMEOUT_S": "20",
-        },
-    )
+    env = {
+        "CHURNOPS_TRANSFORMER_PAYLOAD_LOGGER_URL": sink.url,
+        "CHURNOPS_TRANSFORMER_HEALTH_CACHE_S": "600",
+        "CHURNOPS_TRANSFORMER_DRAIN_TIMEOUT_S": "20",
+    }
+    log_file = tmp_path / "transformer.log"
     bodies = [v2_request(customers[i : i + 1]) for i in range(IN_FLIGHT)]
-    try:
+    # The proxy's delay_s holds each chunk towards the predictor (requests stay in flight).
+    with (
+        closing(sink),
+        transformer_behind_proxy(artefact_dir, predictor, log_file, env=env) as (served, proxy),
+    ):
         with httpx.Client(base_url=served.url, timeout=60) as http:
             assert http.post("/v2/models/churn/infer", json=bodies[0]).status_code == 200
         proxy.delay_s = HOLD_S
@@ -69,11 +66,6 @@ def test_sigterm_answers_every_request_in_flight_then_exits(artefact_dir, predic
             httpx.get(f"{served.url}/v2/health/live", timeout=5)
         # The payload logger flushed before exit: a request and a response event per request answered.
         wait_until(lambda: len(sink.events) >= 2 * (IN_FLIGHT + 1), 5, "every payload event")
-        log = (tmp_path / "transformer.log").read_text(encoding="utf-8")
+        log = log_file.read_text(encoding="utf-8")
         assert "transformer drained" in log
         assert "Traceback" not in log
-    finally:
-        proxy.delay_s = 0.0
-        stop_component(served.running)
-        proxy.stop()
-        sink.close()

@@ -12,9 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from churnops.stack import stop_component
 from tests.support.services import free_port, http_ok, wait_until
-from tests.transformer.conftest import TcpProxy, start_transformer
+from tests.transformer.conftest import transformer_behind_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -22,23 +21,20 @@ pytestmark = pytest.mark.integration
 def test_predictor_down_gives_503_with_a_clear_message_and_recovers(
     artefact_dir, predictor, customers, tmp_path
 ):
-    proxy = TcpProxy(predictor.grpc_port)
-    proxy.start()
-    served = start_transformer(
+    with transformer_behind_proxy(
         artefact_dir,
-        proxy.port,
+        predictor,
         tmp_path / "transformer.log",
         env={"CHURNOPS_TRANSFORMER_PREDICTOR_TIMEOUT_S": "2"},
-    )
-    body = {"instances": [customers[0]]}
-    try:
+    ) as (served, proxy):
+        body = {"instances": [customers[0]]}
         with httpx.Client(base_url=served.url, timeout=30) as http:
             assert http.post("/v1/models/churn:predict", json=body).status_code == 200
             metrics = http.get("/metrics")  # one worker: the ordinary in-memory registry
             assert metrics.status_code == 200
             assert f'churn_model_info{{version="{predictor.version}"}} 1.0' in metrics.text
             assert "churn_predictions_total" in metrics.text
-            proxy.stop()
+            proxy.cut()
             for _ in range(3):
                 response = http.post("/v1/models/churn:predict", json=body)
                 assert response.status_code == 503
@@ -47,12 +43,9 @@ def test_predictor_down_gives_503_with_a_clear_message_and_recovers(
             wait_until(lambda: http.get("/v2/health/ready").status_code == 503, 10, "readiness to drop")
             assert http.get("/v2/models/churn/ready").status_code == 503
             assert http.get("/v2/health/live").status_code == 200  # alive: do not restart, wait
-            proxy.start()
+            proxy.restore()
             wait_until(http_ok(f"{served.url}/v2/models/churn/ready"), 20, "readiness to come back")
             assert http.post("/v1/models/churn:predict", json=body).status_code == 200
-    finally:
-        stop_component(served.running)
-        proxy.stop()
     assert "Traceback" not in (tmp_path / "transformer.log").read_text()
 
 

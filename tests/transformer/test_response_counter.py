@@ -10,8 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from churnops.stack import stop_component
-from tests.transformer.conftest import TcpProxy, start_transformer, v2_request
+from tests.transformer.conftest import transformer_behind_proxy, v2_request
 
 pytestmark = pytest.mark.integration
 
@@ -32,19 +31,16 @@ def _responses(url: str) -> dict[tuple[str, str], float]:
 def test_answers_are_counted_once_by_protocol_and_status_class_across_workers(
     artefact_dir, predictor, customers, tmp_path
 ):
-    proxy = TcpProxy(predictor.grpc_port)
-    proxy.start()
-    served = start_transformer(
+    with transformer_behind_proxy(
         artefact_dir,
-        proxy.port,
+        predictor,
         tmp_path / "transformer.log",
         workers=2,  # multiprocess mode: any worker's /metrics must report both workers' answers
         env={"CHURNOPS_TRANSFORMER_PREDICTOR_TIMEOUT_S": "2"},
-    )
-    customer = customers[0]
-    scored = {"instances": [customer]}
-    refused: dict[str, Any] = {"instances": [{**customer, "Contract": "Weekly"}]}
-    try:
+    ) as (served, proxy):
+        customer = customers[0]
+        scored = {"instances": [customer]}
+        refused: dict[str, Any] = {"instances": [{**customer, "Contract": "Weekly"}]}
         # A new connection per request: the kernel spreads them over both workers.
         with httpx.Client(base_url=served.url, timeout=30, headers={"connection": "close"}) as http:
             # Every (protocol, code) child the ratios need exists from the start, at 0.
@@ -65,7 +61,7 @@ def test_answers_are_counted_once_by_protocol_and_status_class_across_workers(
                 assert http.get("/v2/health/ready").status_code == 200
                 assert http.get("/v2/models/churn").status_code == 200
                 assert http.get("/metrics").status_code == 200
-            proxy.stop()  # the predictor is unreachable: inference answers 503
+            proxy.cut()  # the predictor is unreachable: inference answers 503
             for _ in range(2):
                 assert http.post("/v1/models/churn:predict", json=scored).status_code == 503
             assert http.post("/v2/models/churn/infer", json=v2_request([customer])).status_code == 503
@@ -80,6 +76,3 @@ def test_answers_are_counted_once_by_protocol_and_status_class_across_workers(
         }
         for _ in range(6):  # whichever worker answers the scrape, it reports every worker's answers
             assert _responses(served.url) == expected
-    finally:
-        stop_component(served.running)
-        proxy.stop()
