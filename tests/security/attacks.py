@@ -394,6 +394,8 @@ def _transformer_cases() -> Iterator[Attack]:
                key="predict", body=nested(64)),
         Attack("json-very-deep", "transformer", "gateway", "POST", PREDICT, 400, "json_too_deep",
                key="predict", body=nested(100_000)),
+        Attack("json-too-many-values", "transformer", "gateway", "POST", INFER, 413, "json_too_many_values",
+               key="predict", body=lambda: empty_arrays(3 * MIB)),
         Attack("not-json", "transformer", "gateway", "POST", PREDICT, 400, "malformed_json", key="predict",
                body=b"instances=1&tenure=2"),
         Attack("truncated-json", "transformer", "gateway", "POST", INFER, 400, "malformed_json",

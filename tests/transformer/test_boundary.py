@@ -13,9 +13,8 @@ import struct
 import httpx
 import pytest
 
-from churnops.stack import stop_component
 from tests.support.services import wait_until
-from tests.transformer.conftest import TcpProxy, start_transformer, v2_request
+from tests.transformer.conftest import transformer_behind_proxy, v2_request
 
 pytestmark = pytest.mark.integration
 
@@ -88,6 +87,21 @@ def test_json_nested_too_deep_is_refused_before_parsing(client, path, depth):
 def test_json_at_the_depth_limit_is_parsed(client):
     body = b'{"inputs": ' + b"[" * 31 + b"]" * 31 + b"}"
     assert client.post(INFER, content=body).json()["code"] != "json_too_deep"
+
+
+@pytest.mark.parametrize("path", [INFER, "/v1/models/churn:predict"])
+def test_json_with_too_many_values_is_refused_before_parsing(client, path):
+    # 150,001 empty arrays in 450 KB: ~8 MB once parsed; the same shape at the 4 MiB cap, ~80 MB.
+    body = b'{"inputs": [' + b"[]," * 150_000 + b"[]]}"
+    assert len(body) < MAX_BODY
+    error = _refused(client.post(path, content=body), 413, "json_too_many_values")
+    assert "at most 100000" in error["error"]
+
+
+def test_separators_inside_strings_are_not_counted_as_values(client):
+    # The quick bound counts every comma; the scan that follows it knows this is one string.
+    body = b'{"inputs": [{"name": "' + b"," * 200_000 + b'", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}'
+    assert client.post(INFER, content=body).json()["code"] != "json_too_many_values"
 
 
 def test_not_json_and_truncated_json_are_malformed_json(client, customers):
@@ -180,30 +194,26 @@ def test_a_huge_input_name_gives_a_bounded_answer_and_log_line(client, customers
 def test_predictor_down_is_503_without_its_address_and_invalid_input_still_400(
     artefact_dir, predictor, customers, tmp_path
 ):
-    proxy = TcpProxy(predictor.grpc_port)
-    proxy.start()
-    served = start_transformer(
-        artefact_dir,
-        proxy.port,
-        tmp_path / "transformer.log",
-        env={"CHURNOPS_TRANSFORMER_PREDICTOR_TIMEOUT_S": "2", "CHURNOPS_TRANSFORMER_HEALTH_CACHE_S": "0"},
-    )
-    try:
-        with httpx.Client(base_url=served.url, timeout=30) as http:
-            assert http.post(INFER, json=v2_request(customers[:1])).status_code == 200
-            proxy.stop()
-            for _ in range(3):
-                response = http.post(INFER, json=v2_request(customers[:1]))
-                body = _refused(response, 503, "predictor_unavailable")
-                assert "127.0.0.1" not in body["error"]
-                assert str(proxy.port) not in body["error"]
-            invalid = v2_request(customers[:1])
-            invalid["inputs"][0]["data"] = []
-            _refused(http.post(INFER, json=invalid), 400, "shape_mismatch")
-            _refused(http.post(INFER, content=b"{"), 400, "malformed_json")
-    finally:
-        stop_component(served.running)
-        proxy.stop()
+    with (
+        transformer_behind_proxy(
+            artefact_dir,
+            predictor,
+            tmp_path / "transformer.log",
+            env={"CHURNOPS_TRANSFORMER_PREDICTOR_TIMEOUT_S": "2", "CHURNOPS_TRANSFORMER_HEALTH_CACHE_S": "0"},
+        ) as (served, proxy),
+        httpx.Client(base_url=served.url, timeout=30) as http,
+    ):
+        assert http.post(INFER, json=v2_request(customers[:1])).status_code == 200
+        proxy.cut()
+        for _ in range(3):
+            response = http.post(INFER, json=v2_request(customers[:1]))
+            body = _refused(response, 503, "predictor_unavailable")
+            assert "127.0.0.1" not in body["error"]
+            assert str(proxy.port) not in body["error"]
+        invalid = v2_request(customers[:1])
+        invalid["inputs"][0]["data"] = []
+        _refused(http.post(INFER, json=invalid), 400, "shape_mismatch")
+        _refused(http.post(INFER, content=b"{"), 400, "malformed_json")
 
 
 def test_a_well_formed_binary_v2_request_is_answered(client, customers):

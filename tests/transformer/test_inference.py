@@ -290,6 +290,10 @@ def test_exactly_the_maximum_batch_is_served(client, customers):
     response = client.post("/v2/models/churn/infer", json=v2_request(customers[:1000]))
     assert response.status_code == 200
     assert len(v2_outputs(response.json())["churn_probability"]) == 1000
+    # v1 spends the most JSON values per customer (a key and a value per field): still under the bound.
+    response = client.post("/v1/models/churn:predict", json={"instances": customers[:1000]})
+    assert response.status_code == 200
+    assert len(response.json()["predictions"]) == 1000
 
 
 def _v2_with(customers: list[dict[str, Any]], field: str, **tensor: Any) -> dict[str, Any]:

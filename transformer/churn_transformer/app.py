@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 
 from churn_core.errors import bounded, error_json, quoted
+from churn_core.jsonshape import JsonLimits
 from churn_core.logging import configure_logging
 from churn_transformer import telemetry
 from churn_transformer.engine import PredictorUnavailableError
@@ -80,9 +81,7 @@ def json_response(content: Any, status: int = 200) -> Response:
 def error_response(error: Exception, record: telemetry.RequestRecord | None) -> Response:
     """The one error answer of every failure: `{"error": message, "code": code}`."""
     headers: dict[str, str] = {}
-    if isinstance(error, InvalidRequestError):
-        status, code, message = 400, error.code, error.message
-    elif isinstance(error, Refusal):
+    if isinstance(error, (InvalidRequestError, Refusal)):
         status, code, message = error.status, error.code, error.message
     elif isinstance(error, HTTPException) and error.status_code == 405:
         status, code, message = 405, "method_not_allowed", "this path does not take that method"
@@ -142,6 +141,7 @@ class TransformerApp:
     def __init__(self, model: ChurnTransformer, settings: TransformerSettings) -> None:
         self.model = model
         self.settings = settings
+        self.json_limits = JsonLimits(settings.max_json_depth, settings.max_json_values)
         self.events = payload_logger(settings)
         self.router = Router(
             routes=[
@@ -208,14 +208,14 @@ class TransformerApp:
     async def v2_infer(self, request: Request) -> Response:
         model = self._model(request)
         body = await read_body(request, self.settings.max_body_bytes)
-        v2 = decode_v2(body, request.headers, model.name, self.settings.max_json_depth)
+        v2 = decode_v2(body, request.headers, model.name, self.json_limits)
         answer, _ = await model(v2, headers={"x-request-id": request.headers.get("x-request-id", "")})
         return Response(orjson.dumps(encode_v2(answer)), media_type=JSON)
 
     async def v1_predict(self, request: Request) -> Response:
         model = self._model(request)
         body = await read_body(request, self.settings.max_body_bytes)
-        document = decode_json(body, self.settings.max_json_depth)
+        document = decode_json(body, self.json_limits)
         answer, _ = await model(document, headers={"x-request-id": request.headers.get("x-request-id", "")})
         return Response(orjson.dumps(answer), media_type=JSON)
 

@@ -56,6 +56,14 @@ class TransformerSettings(BaseSettings):
         ge=4,
         description="deepest JSON nesting accepted (400 json_too_deep above), checked before parsing",
     )
+    max_json_values: int = Field(
+        default=100_000,
+        ge=1000,
+        description=(
+            "most JSON values (numbers, strings, keys, arrays, objects) in one body (413 json_too_many_values "
+            "above), checked before parsing: it bounds the parsed size; 1,000 customers take about 40,000"
+        ),
+    )
     drain_timeout_s: float = Field(
         default=30.0,
         ge=0.0,

@@ -1,8 +1,8 @@
 """Everything a request body must pass before scoring: bytes to JSON, JSON to v2 tensors, tensors (or v1
 instances) to a validated, columnar batch of customers.
 
-Body decoding (`decode_json`, `decode_v2`): the nesting depth is measured before any parser runs (a
-body deeper than `max_depth` is `json_too_deep`), then orjson; on failure the standard library, which
+Body decoding (`decode_json`, `decode_v2`): the nesting depth and the number of values are measured
+before any parser runs (`json_too_deep`, `json_too_many_values`), then orjson; on failure the standard library, which
 accepts NaN/Infinity, so that validation can name the field holding one. The v2 document is read into
 plain tuples (name, datatype, shape, data): no pydantic model of the whole request. KServe's binary tensor
 extension (`inference-header-content-length`) is checked here (header JSON, shapes, sizes within the body)
@@ -29,7 +29,7 @@ from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationE
 
 from churn_core.contract import CategoryField, CustomerBatch, Encoder, FeatureContract, NumberField
 from churn_core.errors import quoted
-from churn_core.jsonshape import json_depth
+from churn_core.jsonshape import JsonLimits, json_depth, json_shape, values_at_most
 from churn_transformer.internals import InferRequest
 
 MAX_REPORTED_ERRORS = 5
@@ -57,12 +57,14 @@ _REASONS = {
 
 
 class InvalidRequestError(ValueError):
-    """A request the transformer refuses: HTTP 400 with `message`, counted under `code`."""
+    """A request the transformer refuses: HTTP `status` (400, or 413 for a body too big to parse) with
+    `message`, counted under `code`."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.status = status
 
     def __str__(self) -> str:
         return self.message
@@ -75,10 +77,18 @@ V2_FIELDS = frozenset({"id", "inputs", "outputs", "parameters"})
 Tensor = tuple[str, str, list[int], Any]
 
 
-def decode_json(body: bytes, max_depth: int, what: str = "body") -> Any:
+def decode_json(body: bytes, limits: JsonLimits, what: str = "body") -> Any:
     depth = json_depth(body)
-    if depth > max_depth:
-        raise InvalidRequestError("json_too_deep", f"{what} nests {depth} levels deep; at most {max_depth}")
+    if depth > limits.max_depth:
+        raise InvalidRequestError(
+            "json_too_deep", f"{what} nests {depth} levels deep; at most {limits.max_depth}"
+        )
+    # The body's byte cap does not bound the parse: `[[],[],...]` grows twenty times in orjson (4 MiB ->
+    # ~80 MB). Every request of the contract is far under the bound, so only a suspect body is scanned.
+    if values_at_most(body) > limits.max_values and (values := json_shape(body).values) > limits.max_values:
+        raise InvalidRequestError(
+            "json_too_many_values", f"{what} holds {values} JSON values; at most {limits.max_values}", 413
+        )
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -151,11 +161,11 @@ def _v2_document(document: Any, what: str) -> tuple[list[Any], str | None, list[
     return inputs, request_id, requested
 
 
-def decode_v2(body: bytes, headers: Mapping[str, str], model_name: str, max_depth: int) -> V2Request:
+def decode_v2(body: bytes, headers: Mapping[str, str], model_name: str, limits: JsonLimits) -> V2Request:
     """A v2 request body (JSON, or KServe's binary tensor extension) as a `V2Request`."""
     if BINARY_HEADER in headers:
-        return _decode_binary(body, headers[BINARY_HEADER], model_name, max_depth)
-    inputs, request_id, outputs = _v2_document(decode_json(body, max_depth), "body")
+        return _decode_binary(body, headers[BINARY_HEADER], model_name, limits)
+    inputs, request_id, outputs = _v2_document(decode_json(body, limits), "body")
     return V2Request([_v2_input(i, tensor) for i, tensor in enumerate(inputs)], request_id, outputs)
 
 
@@ -175,7 +185,7 @@ def _binary_size(index: int, tensor: Any) -> int:
     return size
 
 
-def _decode_binary(body: bytes, header_length: str, model_name: str, max_depth: int) -> V2Request:
+def _decode_binary(body: bytes, header_length: str, model_name: str, limits: JsonLimits) -> V2Request:
     text = header_length.strip()
     if not text.isascii() or not text.isdigit():
         raise _malformed(f"{BINARY_HEADER} must be a non-negative integer, got {quoted(header_length)}")
@@ -183,7 +193,7 @@ def _decode_binary(body: bytes, header_length: str, model_name: str, max_depth: 
     if json_length > len(body):
         raise _malformed(f"{BINARY_HEADER} is {json_length} but the body has {len(body)} bytes")
     try:
-        document = decode_json(body[:json_length], max_depth, "the binary v2 header")
+        document = decode_json(body[:json_length], limits, "the binary v2 header")
     except InvalidRequestError as error:
         if error.code == "malformed_json":  # the request is not JSON: its header is malformed
             raise _malformed(error.message) from None

@@ -24,6 +24,7 @@ import structlog
 from sqlalchemy import Engine
 
 from churn_core.contract import FeatureContract, telco_contract
+from churn_core.jsonshape import JsonLimits
 from churn_monitoring.alerts import SlackNotifier, drift_message, performance_message, webhook_url
 from churn_monitoring.events import EventError
 from churn_monitoring.feedback import FeedbackResult, Label, record_labels
@@ -33,7 +34,7 @@ from churn_monitoring.labels import LabelValues
 from churn_monitoring.metrics import DetectorMetrics
 from churn_monitoring.performance import VersionPerformance, live_performance
 from churn_monitoring.recent import RecentKeys
-from churn_monitoring.service.intake import JsonLimits, take_event
+from churn_monitoring.service.intake import take_event
 from churn_monitoring.service.limits import Refusal
 from churn_monitoring.settings import DetectorSettings
 from churn_monitoring.store.database import create_store_engine, database_url

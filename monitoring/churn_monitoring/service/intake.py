@@ -10,18 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from churn_core.errors import quoted
+from churn_core.jsonshape import JsonLimits
 from churn_monitoring.events import EventError, PayloadEvent, parse_event, parse_request, parse_response
 from churn_monitoring.halves import Compactor, Half, event_key
 from churn_monitoring.service.limits import Refusal, check_json_shape
 
 # What a payload of an unforeseen shape makes the body parsers raise: still the sender's problem (4xx).
 PAYLOAD_ERRORS = (TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError)
-
-
-@dataclass(frozen=True)
-class JsonLimits:
-    max_depth: int
-    max_values: int
 
 
 @dataclass(frozen=True)
