@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scripts.load.localstack import StackOptions, local_stack, resolve_artefact  # noqa: E402
+from scripts.load.localstack import StackOptions, local_stack, resolve_artefact, unrefused_drops  # noqa: E402
 from scripts.load.locust_run import history, run_locust, table  # noqa: E402
 from scripts.load.plots import plot_latency, plot_resources  # noqa: E402
 from scripts.load.procstats import Growth, Sampler, growth  # noqa: E402
@@ -89,7 +89,7 @@ def main() -> int:
         # connections, which would bend the descriptor trend down.
         sampler.samples = [sample for sample in sampler.samples if sample.t <= seconds]
         elapsed = time.monotonic() - started
-        dropped = sum(stack.payload_drops().values())
+        drops = stack.payload_drops()
     load_after = os.getloadavg()
     trends = [g for g in (growth(sampler.of(name), warmup) for name in sampler.components()) if g]
     sampler.write_csv(out / "resources.csv")
@@ -100,7 +100,7 @@ def main() -> int:
     }
     plot_resources(sampler, images["resources"], title)
     plot_latency(history(out / "locust"), images["latency"], title, args.p95_ms)
-    verdict = report(args, result, trends, elapsed, warmup, (load_before[0], load_after[0]), dropped)
+    verdict = report(args, result, trends, elapsed, warmup, (load_before[0], load_after[0]), drops)
     summary = {
         "command": "python scripts/soak.py " + " ".join(sys.argv[1:]),
         "model_version": version,
@@ -128,7 +128,7 @@ def report(
     elapsed: float,
     warmup: float,
     load: tuple[float, float],
-    dropped: int,
+    drops: dict[str, int],
 ) -> dict[str, bool]:
     from scripts.load.locust_run import LocustResult
 
@@ -170,12 +170,16 @@ def report(
             f"\n(memory and descriptor trends are judged on runs of {MIN_TREND_SECONDS / 60:.0f} min or more)"
         )
     verdict |= {
-        "no payload log event dropped (local payload logger)": dropped == 0,
+        "no payload log event lost (local payload logger: none queue_full or post_failed)": unrefused_drops(
+            drops
+        )
+        == 0,
     }
     print(
         f"\np50 {total.p50_ms:.0f} ms, p95 {total.p95_ms:.0f} ms, p99 {total.p99_ms:.0f} ms, "
         f"{total.requests:,} requests at {result.achieved_rps:.1f}/s, {total.failures} errors; "
-        f"payload log events dropped by the transformer's local logger: {dropped:,}"
+        f"payload log events dropped by the transformer's local logger: {drops or 'none'} (`refused`: "
+        "events of requests answered 4xx, which the detector refuses as well)"
     )
     for check, passed in verdict.items():
         print(f"  [{'ok' if passed else 'FAIL'}] {check}")

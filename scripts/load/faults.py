@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from churn_transformer.settings import TransformerSettings
-from scripts.load.localstack import LocalStack, StackOptions, local_stack
+from scripts.load.localstack import LocalStack, StackOptions, local_stack, unrefused_drops
 from scripts.load.pacer import Outcome, Pacer, PacerThread, between, summarize
 from scripts.load.payloads import RequestMix
 
@@ -225,12 +225,6 @@ def refused_only_for_refused_requests(stack: LocalStack, outcomes: list[Outcome]
     }
     answered_4xx = {o.event_id for o in outcomes if o.status is not None and 400 <= o.status < 500}
     return refused <= answered_4xx
-
-
-def unrefused_drops(drops: dict[str, int]) -> int:
-    """Events dropped for want of room or of a detector (`queue_full`, `post_failed`): the ones that count
-    as lost; `refused` ones were invalid (see `refused_only_for_refused_requests`)."""
-    return sum(count for reason, count in drops.items() if reason != "refused")
 
 
 @dataclass(frozen=True)

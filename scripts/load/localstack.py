@@ -56,6 +56,12 @@ def side_python(variable: str, venv: str) -> Path:
     return Path(os.environ.get(variable, REPO / venv / "bin" / "python"))
 
 
+def unrefused_drops(drops: dict[str, int]) -> int:
+    """Events dropped for want of room or of a detector (`queue_full`, `post_failed`): the ones that count
+    as lost; `refused` ones were invalid (of requests answered 4xx: scripts/load/faults.py checks so)."""
+    return sum(count for reason, count in drops.items() if reason != "refused")
+
+
 @dataclass(frozen=True)
 class StackOptions:
     workers: int = 1
