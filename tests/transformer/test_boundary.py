@@ -100,7 +100,9 @@ def test_json_with_too_many_values_is_refused_before_parsing(client, path):
 
 def test_separators_inside_strings_are_not_counted_as_values(client):
     # The quick bound counts every comma; the scan that follows it knows this is one string.
-    body = b'{"inputs": [{"name": "' + b"," * 200_000 + b'", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}'
+    body = (
+        b'{"inputs": [{"name": "' + b"," * 200_000 + b'", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}'
+    )
     assert client.post(INFER, content=body).json()["code"] != "json_too_many_values"
 
 
