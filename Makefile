@@ -137,7 +137,7 @@ pytest: $(VENV)/.installed  ## the tests alone (unit, integration, containers)
 bench: install  ## latency/throughput benchmark of the serving path (wrk, 32 connections)
 	$(VENV)/bin/python scripts/bench_serving.py
 
-# `make load LOAD_MINUTES=15` is the roadmap's soak; scripts/capacity.py and scripts/faults.py the rest.
+# `make load LOAD_MINUTES=30` is the soak; scripts/capacity.py and scripts/faults.py the rest.
 LOAD_MINUTES ?= 2
 LOAD_RATE ?= 100
 .PHONY: load

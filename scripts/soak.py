@@ -1,6 +1,6 @@
 """Soak: the client mix at a steady rate for a long time against the local stack, watching every process.
 
-    python scripts/soak.py --minutes 15 --rate 100          # the roadmap's soak (`make load` runs 2 min)
+    python scripts/soak.py --minutes 30 --rate 100          # the soak (`make load` runs 2 min)
 
 Starts the stack (detector with its PostgreSQL store, predictor, transformer; `--authorizer` adds the
 authorizer and the gateway, and the requests carry an API key), runs locust headless with the mix of
@@ -35,6 +35,15 @@ from scripts.load.procstats import Growth, Sampler, growth  # noqa: E402
 FLAT_MIB_PER_HOUR = 20.0
 FLAT_FDS_PER_HOUR = 20.0
 MIN_TREND_SECONDS = 600.0  # an hourly slope fitted over less than this is mostly noise
+# The detector's de-duplication memory keeps each event's key for 600 s (at most 100,000 keys), so at the
+# soak's ~170 events/s it fills for ~10 minutes: a trend is judged once it is full, on runs long enough
+# to leave twice that much after it.
+FILL_SECONDS = 720.0
+
+
+def default_warmup(seconds: float) -> float:
+    """Seconds left out of the trends when --warmup is not given."""
+    return FILL_SECONDS if seconds >= 2 * FILL_SECONDS else min(60.0, seconds / 5)
 
 
 def parse_args() -> argparse.Namespace:
@@ -45,7 +54,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--store", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--authorizer", action="store_true", help="through the authorizer (API key)")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between resource samples")
-    parser.add_argument("--warmup", type=float, default=None, help="seconds left out of the trends")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="seconds left out of the trends (default: 720 on runs of 24 min or more)",
+    )
     parser.add_argument("--p95-ms", type=float, default=100.0, help="latency target")
     parser.add_argument("--mix", default="", help="request mix weights, e.g. v2_single=60,feedback=0")
     parser.add_argument("--loadgen-cpus", default=None, help="pin locust with taskset -c (e.g. 1)")
@@ -60,7 +74,7 @@ def main() -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     seconds = args.minutes * 60
-    warmup = args.warmup if args.warmup is not None else min(60.0, seconds / 5)
+    warmup = args.warmup if args.warmup is not None else default_warmup(seconds)
     options = StackOptions(workers=args.workers, store=args.store, authorizer=args.authorizer)
     print(
         f"soak: model {version}, {args.rate:g} req/s for {args.minutes:g} min, transformer workers "
