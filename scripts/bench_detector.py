@@ -9,6 +9,10 @@ wrk (Debian package) generates the load: the events come from a Lua script, one 
     .venv/bin/python scripts/bench_detector.py --seconds 20 --concurrency 32
     .venv/bin/python scripts/bench_detector.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/bench
     .venv/bin/python scripts/bench_detector.py --python .venv-drift/bin/python --backend alibi
+
+It also samples the detector's resident memory every 5 s: on a long run (`--seconds 360 --batch 5`) its
+bounded structures fill (de-duplication keys, the last drift reports, the join) and the memory must level
+off, whatever the number of events (docs/operations/load.md, the soak's detector).
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -132,7 +138,7 @@ end
 
 def load(
     url: str, pool: list[tuple[bytes, bytes, int]], seconds: float, concurrency: int, work: Path
-) -> dict:
+) -> dict[str, Any]:
     """wrk drives the load (a Python client on the same two cores would measure itself)."""
     pairs = work / "pairs.tsv"
     pairs.write_bytes(b"".join(request + b"\t" + response + b"\n" for request, response, _ in pool))
@@ -160,6 +166,39 @@ def load(
         "latency_p50_ms": summary["p50"] / 1000,
         "latency_p99_ms": summary["p99"] / 1000,
     }
+
+
+class RssSampler:
+    """Resident memory of one process every `interval_s`, in a thread, while the load runs."""
+
+    def __init__(self, pid: int, interval_s: float = 5.0) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psutil  # type: ignore[import-untyped]
+
+        process, started = psutil.Process(self.pid), time.monotonic()
+        while True:
+            self.samples.append((time.monotonic() - started, process.memory_info().rss / 2**20))
+            if self._stop.wait(self.interval_s):
+                return
+
+    def summary(self) -> dict[str, float]:
+        """First, half-way, last and highest RSS (MiB): a leak grows in the second half, a fill does not."""
+        rss = [value for _, value in self.samples]
+        return {"first": rss[0], "half_way": rss[len(rss) // 2], "last": rss[-1], "max": max(rss)}
 
 
 def metric(base: str, sample: str) -> float:
@@ -216,7 +255,9 @@ def main() -> None:
             if process.poll() is not None:
                 sys.exit(f"detector exited: see {home / 'detector.log'}")
             time.sleep(0.1)
-        result = load(f"{base}/", pool, args.seconds, args.concurrency, home)
+        with RssSampler(process.pid) as memory:
+            result = load(f"{base}/", pool, args.seconds, args.concurrency, home)
+        result["detector_rss_mib"] = {k: round(v, 1) for k, v in memory.summary().items()}
         drained = time.monotonic()
         while metric(base, "churn_store_backlog_rows") > 0 and time.monotonic() - drained < 120:
             time.sleep(0.2)
