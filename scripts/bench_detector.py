@@ -27,7 +27,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,9 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from scripts.load.procstats import MIB, Sample, Sampler  # noqa: E402
 
 
 def free_port() -> int:
@@ -168,37 +170,10 @@ def load(
     }
 
 
-class RssSampler:
-    """Resident memory of one process every `interval_s`, in a thread, while the load runs."""
-
-    def __init__(self, pid: int, interval_s: float = 5.0) -> None:
-        self.pid = pid
-        self.interval_s = interval_s
-        self.samples: list[tuple[float, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        import psutil  # type: ignore[import-untyped]
-
-        process, started = psutil.Process(self.pid), time.monotonic()
-        while True:
-            self.samples.append((time.monotonic() - started, process.memory_info().rss / 2**20))
-            if self._stop.wait(self.interval_s):
-                return
-
-    def summary(self) -> dict[str, float]:
-        """First, half-way, last and highest RSS (MiB): a leak grows in the second half, a fill does not."""
-        rss = [value for _, value in self.samples]
-        return {"first": rss[0], "half_way": rss[len(rss) // 2], "last": rss[-1], "max": max(rss)}
+def rss_summary(samples: list[Sample]) -> dict[str, float]:
+    """First, half-way, last and highest RSS (MiB): a leak grows in the second half, a fill does not."""
+    rss = [sample.rss_bytes / MIB for sample in samples]
+    return {"first": rss[0], "half_way": rss[len(rss) // 2], "last": rss[-1], "max": max(rss)}
 
 
 def metric(base: str, sample: str) -> float:
@@ -255,9 +230,9 @@ def main() -> None:
             if process.poll() is not None:
                 sys.exit(f"detector exited: see {home / 'detector.log'}")
             time.sleep(0.1)
-        with RssSampler(process.pid) as memory:
+        with Sampler(lambda: {"detector": process.pid}) as memory:
             result = load(f"{base}/", pool, args.seconds, args.concurrency, home)
-        result["detector_rss_mib"] = {k: round(v, 1) for k, v in memory.summary().items()}
+        result["detector_rss_mib"] = {k: round(v, 1) for k, v in rss_summary(memory.of("detector")).items()}
         drained = time.monotonic()
         while metric(base, "churn_store_backlog_rows") > 0 and time.monotonic() - drained < 120:
             time.sleep(0.2)

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from churn_core.http import keep_alive_timeout_field
+
 DEFAULT_KEYS_FILE = Path("/etc/churnops/keys/keys.json")
 DEFAULT_SECRET_MANIFEST = Path("kustomize/base/secrets/api-keys.yaml")
 
@@ -24,15 +26,7 @@ class AuthorizerSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="bind address; the image sets 0.0.0.0")
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port Envoy's ext_authz calls")
-    keep_alive_timeout_s: int = Field(
-        default=65,
-        ge=1,
-        description=(
-            "seconds an idle keep-alive connection stays open; longer than clients' and proxies' idle "
-            "timeouts (60 s is common), so a client never reuses a connection the server is closing "
-            "(uvicorn's 5 s default lost feedback posts under load); KServe's servers use 65 too"
-        ),
-    )
+    keep_alive_timeout_s: int = keep_alive_timeout_field()
     log_level: str = Field(default="INFO", description="log level of the JSON log lines")
 
     # Envoy sends the check to `<path_prefix><original path>`; must equal `pathPrefix` in the mesh config.

@@ -164,13 +164,11 @@ def live_performance(
         .where(predictions.c.predicted_at >= since, predictions.c.predicted_at <= moment)
         .group_by(predictions.c.model_version)
     )
-    labelled = (
-        labels.join(
-            predictions,
-            (labels.c.event_id == predictions.c.event_id) & (labels.c.row_index == predictions.c.row_index),
-        ),
-        (labels.c.observed_at >= since, labels.c.observed_at <= moment),
+    labelled = labels.join(
+        predictions,
+        (labels.c.event_id == predictions.c.event_id) & (labels.c.row_index == predictions.c.row_index),
     )
+    observed_in_window = (labels.c.observed_at >= since, labels.c.observed_at <= moment)
     churned, predicted = labels.c.churned, predictions.c.prediction
     counts_query = (
         select(
@@ -181,16 +179,16 @@ def live_performance(
             func.sum(case((~churned & predicted, 1), else_=0)),
             func.sum(case((churned & ~predicted, 1), else_=0)),
         )
-        .select_from(labelled[0])
-        .where(*labelled[1])
+        .select_from(labelled)
+        .where(*observed_in_window)
         .group_by(predictions.c.model_version)
     )
     # CAST rounds in PostgreSQL and truncates in SQLite: either way one bin per probability interval.
     probability_bin = cast(probability * AUC_BINS, Integer)
     histogram_query = (
         select(predictions.c.model_version, probability_bin, churned, func.count())
-        .select_from(labelled[0])
-        .where(*labelled[1])
+        .select_from(labelled)
+        .where(*observed_in_window)
         .group_by(predictions.c.model_version, probability_bin, churned)
     )
     with engine.connect() as connection:

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from churn_core.http import keep_alive_timeout_field
+
 MIB = 1 << 20
 
 
@@ -61,15 +63,7 @@ class DetectorSettings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="bind address; the image sets 0.0.0.0")
     port: int = Field(default=8095, ge=1, le=65535, description="HTTP port")
-    keep_alive_timeout_s: int = Field(
-        default=65,
-        ge=1,
-        description=(
-            "seconds an idle keep-alive connection stays open; longer than clients' and proxies' idle "
-            "timeouts (60 s is common), so a client never reuses a connection the server is closing "
-            "(uvicorn's 5 s default lost feedback posts under load); KServe's servers use 65 too"
-        ),
-    )
+    keep_alive_timeout_s: int = keep_alive_timeout_field()
     url: str = Field(
         default="http://127.0.0.1:8095", description="where `churnops feedback` posts; links in alerts"
     )

@@ -34,13 +34,14 @@ from typing import Any
 import httpx
 
 from churn_transformer.settings import TransformerSettings
-from scripts.load.localstack import LocalStack, StackOptions, local_stack, unrefused_drops
+from scripts.load.localstack import LocalStack, StackOptions, counter_samples, local_stack, unrefused_drops
 from scripts.load.pacer import Outcome, Pacer, PacerThread, between, summarize
 from scripts.load.payloads import RequestMix
 
 SERVING_KINDS = {"v2_single", "v2_batch10", "v2_batch100", "v1_single", "invalid"}
-# The transformer's payload-log queue, in events, as the stacks here run it (its default).
+# The transformer's payload logger as the stacks here run it (its defaults): queue in events, retry time.
 PAYLOAD_QUEUE_EVENTS: int = TransformerSettings.model_fields["payload_logger_queue"].default
+PAYLOAD_RETRY_S: float = TransformerSettings.model_fields["payload_logger_retry_s"].default
 IN_FLIGHT_MARGIN_S = 0.1  # sent at least this long before the signal: surely read by the server
 
 
@@ -192,13 +193,8 @@ def settle_store(stack: LocalStack, timeout_s: float = 180.0) -> dict[str, Any]:
 
 def detector_counter(stack: LocalStack, name: str, **labels: str) -> float:
     """Sum of a detector counter's samples (those with `labels`), from its /metrics."""
-    text = httpx.get(f"{stack.detector_direct_url}/metrics", timeout=5).text
-    total = 0.0
-    wanted = [f'{k}="{v}"' for k, v in labels.items()]
-    for line in text.splitlines():
-        if (line.startswith((name + "{", name + " "))) and all(w in line for w in wanted):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    samples = counter_samples(stack.detector_direct_url, name.removesuffix("_total"))
+    return sum(value for found, value in samples if labels.items() <= found.items())
 
 
 def drops_since(stack: LocalStack, before: dict[str, int]) -> dict[str, int]:
@@ -374,7 +370,7 @@ def detector_outage(stack: LocalStack, phases: Phases, *, rate: float = 100.0) -
         "predictions served after the restart / not stored": f"{lost_after.expected_rows} / {lost_after.lost_rows}",
     }
     report.notes.append(
-        f"the transformer's payload logger retries a failed post for up to 2 minutes while the queue holds "
+        f"the transformer's payload logger retries a failed post for up to {PAYLOAD_RETRY_S:g} s while the queue holds "
         f"{PAYLOAD_QUEUE_EVENTS:,} events, shedding the oldest past that (KServe's agent in the cluster posts "
         "each event once); a SIGKILLed detector also loses the rows it had taken but not yet written"
     )

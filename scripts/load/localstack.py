@@ -62,6 +62,21 @@ def unrefused_drops(drops: dict[str, int]) -> int:
     return sum(count for reason, count in drops.items() if reason != "refused")
 
 
+def counter_samples(url: str, family: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of each `<family>_total` sample on the /metrics page of the service at `url`."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return [
+        (sample.labels, sample.value)
+        for metrics in text_string_to_metric_families(text)
+        if metrics.name == family
+        for sample in metrics.samples
+        if sample.name == f"{family}_total"
+    ]
+
+
 @dataclass(frozen=True)
 class StackOptions:
     workers: int = 1
@@ -110,17 +125,8 @@ class LocalStack:
     def payload_drops(self) -> dict[str, int]:
         """Payload-log events the transformer's local logger dropped, by reason (`queue_full`,
         `post_failed`, `refused`): its /metrics counter, exact (its log lines are sampled)."""
-        import httpx
-        from prometheus_client.parser import text_string_to_metric_families
-
-        text = httpx.get(f"{self.transformer_url}/metrics", timeout=5).text
-        return {
-            sample.labels["reason"]: int(sample.value)
-            for family in text_string_to_metric_families(text)
-            if family.name == "churn_payload_events_dropped"
-            for sample in family.samples
-            if sample.name.endswith("_total")
-        }
+        samples = counter_samples(self.transformer_url, "churn_payload_events_dropped")
+        return {labels["reason"]: int(value) for labels, value in samples}
 
     def kill(self, name: str) -> int | None:
         return kill_component(self.running[name])
